@@ -1,0 +1,59 @@
+/**
+ * Typed config validation shared by every plugin: zod schemas plus the HCL1 quirks
+ * (a block decodes to a one-element list) and errors that name the key and what was expected.
+ */
+import { z } from 'zod';
+import { InvalidConfig } from '../errors.js';
+
+export { z };
+
+/** Accepts `key { ... }` (HCL1 gives `[{...}]`) and `key = { ... }` alike; more than one block is an error. */
+export function block<T extends z.ZodType>(schema: T) {
+  return z.preprocess((value) => (Array.isArray(value) && value.length === 1 ? value[0] : value), schema);
+}
+
+const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Go-style duration ("500ms", "30s", "1m30s", "2h") or a number of seconds; yields milliseconds. */
+export function duration() {
+  return z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
+    if (typeof value === 'number') return Math.round(value * 1000);
+    const parts = value.trim().match(/^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/) ? value.trim().matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g) : null;
+    if (!parts) {
+      ctx.addIssue({ code: 'custom', message: `expected a duration such as "30s" or "5m", got "${value}"` });
+      return z.NEVER;
+    }
+    let total = 0;
+    for (const [, amount, unit] of parts) total += Number(amount) * DURATION_UNITS[unit!]!;
+    return Math.round(total);
+  });
+}
+
+function describePath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) out += typeof part === 'number' ? `[${part}]` : out ? `.${String(part)}` : String(part);
+  return out;
+}
+
+/** Formats zod issues as "key: what was expected" lines. */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      if (issue.code === 'unrecognized_keys') {
+        const where = issue.path.length ? ` in ${describePath(issue.path)}` : '';
+        return issue.keys.map((k) => `unknown key "${k}"${where}`).join('; ');
+      }
+      const key = issue.path.length ? `key "${describePath(issue.path)}"` : 'plugin data';
+      return `${key}: ${issue.message.replace(/^Invalid input: /, '')}`;
+    })
+    .join('; ');
+}
+
+/** Validates raw plugin data against a schema; throws InvalidConfig (INVALID_ARGUMENT) naming each bad key. */
+export function parseConfig<T extends z.ZodType>(schema: T, raw: unknown, pluginName: string): z.output<T> {
+  const result = schema.safeParse(raw);
+  if (!result.success) {
+    throw new InvalidConfig('ERR_CONFIG_INVALID', `${pluginName}: invalid configuration: ${describeIssues(result.error)}`);
+  }
+  return result.data;
+}
