@@ -1,0 +1,300 @@
+/**
+ * Secure Boot state from the PCR 7 events of a replayed log.
+ *
+ * Input is `VerifiedEvents` only. Properties enforced, in order (any failure gives `unknown`, which callers and
+ * policy treat as NOT enabled, i.e. fail closed):
+ * 1. PCR 7 has at least one verified event.
+ * 2. Every verified PCR 7 event has an allowed type: EV_EFI_VARIABLE_DRIVER_CONFIG, EV_SEPARATOR,
+ *    EV_EFI_VARIABLE_AUTHORITY, EV_EFI_ACTION, EV_EFI_SPDM_DEVICE_POLICY, EV_EFI_SPDM_DEVICE_AUTHORITY. Any other type
+ *    (types are not covered by digests) makes the state unknown.
+ * 3. At most one EV_SEPARATOR, and configuration variables (EV_EFI_VARIABLE_DRIVER_CONFIG) only before it.
+ * 4. The SecureBoot variable (EFI_GLOBAL_VARIABLE) is measured exactly once, and its digest equals the hash of its
+ *    UEFI_VARIABLE_DATA in every verified bank (TCG PC Client PFP §10.4.4: EV_EFI_VARIABLE_DRIVER_CONFIG digests
+ *    the whole UEFI_VARIABLE_DATA), so its value is covered by the quote. Enabled iff the value is the single byte 1.
+ * 5. No "UEFI Debug Mode" EV_EFI_ACTION in PCR 7 (a platform in debug mode does not enforce Secure Boot).
+ *
+ * PK/KEK/db/dbx contents are reported only when their digest matched their data; EV_EFI_VARIABLE_AUTHORITY events
+ * after the separator are listed with `dataVerified` telling whether their data is covered (shim's are often not).
+ *
+ * @module
+ */
+import { X509Certificate, createHash } from 'node:crypto';
+import { MalformedInput } from '../errors.js';
+import { HashAlg } from './alg.js';
+import { BytesReader, toHex } from './bytes.js';
+import {
+  EFI_CERT_SHA256_GUID,
+  EFI_CERT_X509_GUID,
+  EFI_GLOBAL_VARIABLE_GUID,
+  EFI_IMAGE_SECURITY_DATABASE_GUID,
+  EventType,
+  eventTypeName,
+  formatEfiGuid,
+} from './eventlog-types.js';
+import type { VerifiedEvent, VerifiedEvents } from './replay.js';
+
+export const PCR_SECURE_BOOT_POLICY = 7;
+/** Largest UEFI variable name (in UTF-16 code units) accepted in a UEFI_VARIABLE_DATA. */
+export const MAX_VARIABLE_NAME_CHARS = 1024;
+/** Most EFI_SIGNATURE_DATA entries read from one signature database. */
+export const MAX_SIGNATURES = 4096;
+
+const ALLOWED_PCR7_EVENT_TYPES: ReadonlySet<number> = new Set([
+  EventType.EV_EFI_VARIABLE_DRIVER_CONFIG,
+  EventType.EV_SEPARATOR,
+  EventType.EV_EFI_VARIABLE_AUTHORITY,
+  EventType.EV_EFI_ACTION,
+  EventType.EV_EFI_SPDM_DEVICE_POLICY,
+  EventType.EV_EFI_SPDM_DEVICE_AUTHORITY,
+]);
+const UEFI_DEBUG_MODE = 'UEFI Debug Mode';
+
+/** UEFI_VARIABLE_DATA (TCG PC Client PFP §10.3.3 / UEFI measured-boot variable event). */
+export interface UefiVariableData {
+  readonly variableGuid: string;
+  readonly name: string;
+  readonly value: Uint8Array;
+}
+
+/** Parses UEFI_VARIABLE_DATA: EFI_GUID, u64 name length (chars), u64 data length, CHAR16 name[], data[]. */
+export function parseUefiVariableData(data: Uint8Array): UefiVariableData {
+  const reader = new BytesReader(data, 'UEFI_VARIABLE_DATA');
+  const variableGuid = formatEfiGuid(reader.take(16, 'VariableName'));
+  const nameChars = reader.u64le('UnicodeNameLength');
+  const valueLength = reader.u64le('VariableDataLength');
+  if (nameChars > BigInt(MAX_VARIABLE_NAME_CHARS)) reader.fail(`UnicodeNameLength ${nameChars} exceeds ${MAX_VARIABLE_NAME_CHARS}`);
+  if (valueLength > BigInt(reader.remaining)) reader.fail(`VariableDataLength ${valueLength} runs past the end`);
+  const nameBytes = reader.take(Number(nameChars) * 2, 'UnicodeName');
+  const value = reader.take(Number(valueLength), 'VariableData');
+  reader.end();
+  let name = '';
+  for (let i = 0; i < nameBytes.length; i += 2) name += String.fromCharCode(nameBytes[i]! | (nameBytes[i + 1]! << 8));
+  return { variableGuid, name, value };
+}
+
+/** True when, for every verified bank of `event`, its digest equals H(data). */
+export function digestCoversData(event: VerifiedEvent, data: Uint8Array = event.data): boolean {
+  if (event.digests.size === 0) return false;
+  for (const [bank, digest] of event.digests) {
+    const alg = HashAlg.ALL.find((a) => a.name === bank);
+    if (!alg) return false;
+    const expected = alg.digest(data);
+    if (expected.length !== digest.length || !expected.every((b, i) => b === digest[i])) return false;
+  }
+  return true;
+}
+
+export interface SignatureDbCertificate {
+  readonly owner: string;
+  /** Subject DN as Node prints it, or undefined if the DER does not parse. */
+  readonly subject: string | undefined;
+  readonly sha256Fingerprint: string;
+  readonly der: Uint8Array;
+}
+
+/** A signature database variable (PK, KEK, db, dbx): EFI_SIGNATURE_LIST entries (UEFI 2.x §32.4.1). */
+export interface SignatureDatabase {
+  readonly name: string;
+  /** Variable data length > 0 (UEFI measures an absent variable with zero-length data). */
+  readonly present: boolean;
+  /** The digest matched the data, so the contents below are covered by the quote. */
+  readonly dataVerified: boolean;
+  readonly certificates: readonly SignatureDbCertificate[];
+  /** EFI_CERT_SHA256 entries, hex. */
+  readonly sha256Hashes: readonly string[];
+  /** Entries of other signature types. */
+  readonly otherSignatures: number;
+  /** Set when the EFI_SIGNATURE_LIST structure did not parse. */
+  readonly parseError?: string;
+}
+
+/** Parses concatenated EFI_SIGNATURE_LISTs (UEFI 2.x §32.4.1). */
+export function parseSignatureDatabase(name: string, value: Uint8Array, dataVerified: boolean): SignatureDatabase {
+  const certificates: SignatureDbCertificate[] = [];
+  const sha256Hashes: string[] = [];
+  let otherSignatures = 0;
+  const base = { name, present: value.length > 0, dataVerified };
+  try {
+    const reader = new BytesReader(value, `EFI_SIGNATURE_LIST (${name})`);
+    let count = 0;
+    while (reader.remaining > 0) {
+      const type = formatEfiGuid(reader.take(16, 'SignatureType'));
+      const listSize = reader.u32le('SignatureListSize');
+      const headerSize = reader.u32le('SignatureHeaderSize');
+      const signatureSize = reader.u32le('SignatureSize');
+      if (listSize < 28 || listSize - 28 > reader.remaining) reader.fail(`SignatureListSize ${listSize} out of range`);
+      const body = new BytesReader(reader.take(listSize - 28, 'signature list body'), `EFI_SIGNATURE_LIST (${name})`);
+      body.take(headerSize, 'SignatureHeader');
+      if (signatureSize < 16) body.fail(`SignatureSize ${signatureSize} below 16`);
+      if (body.remaining % signatureSize !== 0) body.fail(`signatures do not fill the list (SignatureSize ${signatureSize})`);
+      while (body.remaining > 0) {
+        if (++count > MAX_SIGNATURES) body.fail(`more than ${MAX_SIGNATURES} signatures`);
+        const owner = formatEfiGuid(body.take(16, 'SignatureOwner'));
+        const signature = body.take(signatureSize - 16, 'SignatureData');
+        if (type === EFI_CERT_X509_GUID) certificates.push(describeCertificate(owner, signature));
+        else if (type === EFI_CERT_SHA256_GUID) sha256Hashes.push(toHex(signature));
+        else otherSignatures++;
+      }
+    }
+  } catch (err) {
+    if (!(err instanceof MalformedInput)) throw err;
+    return { ...base, certificates, sha256Hashes, otherSignatures, parseError: err.message };
+  }
+  return { ...base, certificates, sha256Hashes, otherSignatures };
+}
+
+function describeCertificate(owner: string, der: Uint8Array): SignatureDbCertificate {
+  let subject: string | undefined;
+  try {
+    subject = new X509Certificate(der).subject.replace(/\n/g, ', ');
+  } catch {
+    subject = undefined;
+  }
+  return { owner, subject, sha256Fingerprint: createHash('sha256').update(der).digest('hex'), der: Uint8Array.from(der) };
+}
+
+/** An EV_EFI_VARIABLE_AUTHORITY event: the db entry (or shim/MOK authority) that verified an image. */
+export interface SecureBootAuthority {
+  readonly sequence: number;
+  readonly variableName: string | undefined;
+  readonly variableGuid: string | undefined;
+  /** Digest equals H(UEFI_VARIABLE_DATA): name and certificate are covered. Otherwise they are hints only. */
+  readonly dataVerified: boolean;
+  readonly certificate: SignatureDbCertificate | undefined;
+}
+
+export type SecureBootStateValue = 'enabled' | 'disabled' | 'unknown';
+
+export interface SecureBootFacts {
+  readonly state: SecureBootStateValue;
+  /** Shorthand for `state === 'enabled'`: `unknown` counts as not enabled. */
+  readonly enabled: boolean;
+  /** Why the state is `disabled` or `unknown` (empty when enabled). */
+  readonly reason: string;
+  readonly pk: SignatureDatabase | undefined;
+  readonly kek: SignatureDatabase | undefined;
+  readonly db: SignatureDatabase | undefined;
+  readonly dbx: SignatureDatabase | undefined;
+  readonly separatorSeen: boolean;
+  /** EV_EFI_VARIABLE_AUTHORITY events after the separator, in order. */
+  readonly postSeparatorAuthorities: readonly SecureBootAuthority[];
+  /** A "UEFI Debug Mode" EV_EFI_ACTION was measured into PCR 7. */
+  readonly debugMode: boolean;
+}
+
+function asciiOf(data: Uint8Array): string {
+  let s = '';
+  for (const b of data) s += String.fromCharCode(b);
+  return s;
+}
+
+/** Derives the Secure Boot facts from the verified PCR 7 events (see the module doc for the checklist). */
+export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts {
+  const events = verified.onPcr(PCR_SECURE_BOOT_POLICY);
+  const databases = new Map<string, SignatureDatabase>();
+  const postSeparatorAuthorities: SecureBootAuthority[] = [];
+  let separatorSeen = false;
+  let debugMode = false;
+  let secureBootValue: Uint8Array | undefined;
+  let secureBootMeasurements = 0;
+  const problems: string[] = [];
+
+  if (events.length === 0) problems.push('no verified PCR 7 events');
+  for (const event of events) {
+    if (!ALLOWED_PCR7_EVENT_TYPES.has(event.type)) {
+      problems.push(`event ${event.sequence}: ${eventTypeName(event.type)} is not allowed in PCR 7`);
+      continue;
+    }
+    switch (event.type) {
+      case EventType.EV_SEPARATOR:
+        if (separatorSeen) problems.push(`event ${event.sequence}: second EV_SEPARATOR in PCR 7`);
+        separatorSeen = true;
+        break;
+      case EventType.EV_EFI_ACTION:
+        if (asciiOf(event.data) === UEFI_DEBUG_MODE) debugMode = true;
+        break;
+      case EventType.EV_EFI_VARIABLE_DRIVER_CONFIG: {
+        if (separatorSeen) {
+          problems.push(`event ${event.sequence}: configuration variable measured after the separator`);
+          break;
+        }
+        const covered = digestCoversData(event);
+        let variable: UefiVariableData;
+        try {
+          variable = parseUefiVariableData(event.data);
+        } catch (err) {
+          if (!(err instanceof MalformedInput)) throw err;
+          problems.push(`event ${event.sequence}: UEFI_VARIABLE_DATA does not parse`);
+          break;
+        }
+        if (variable.name === 'SecureBoot' && variable.variableGuid === EFI_GLOBAL_VARIABLE_GUID) {
+          secureBootMeasurements++;
+          if (!covered) problems.push(`event ${event.sequence}: SecureBoot digest does not match its data`);
+          else secureBootValue = variable.value;
+        } else if (
+          (variable.variableGuid === EFI_GLOBAL_VARIABLE_GUID && (variable.name === 'PK' || variable.name === 'KEK')) ||
+          (variable.variableGuid === EFI_IMAGE_SECURITY_DATABASE_GUID && (variable.name === 'db' || variable.name === 'dbx'))
+        ) {
+          if (databases.has(variable.name)) problems.push(`event ${event.sequence}: ${variable.name} measured twice`);
+          else databases.set(variable.name, parseSignatureDatabase(variable.name, covered ? variable.value : new Uint8Array(0), covered));
+        }
+        break;
+      }
+      case EventType.EV_EFI_VARIABLE_AUTHORITY:
+        if (separatorSeen) postSeparatorAuthorities.push(describeAuthority(event));
+        break;
+      default:
+        break;
+    }
+  }
+  if (secureBootMeasurements > 1) problems.push('SecureBoot variable measured more than once');
+  if (secureBootMeasurements === 0 && events.length > 0) problems.push('SecureBoot variable not measured');
+
+  let state: SecureBootStateValue;
+  let reason: string;
+  if (problems.length > 0) {
+    state = 'unknown';
+    reason = problems.join('; ');
+  } else if (debugMode) {
+    state = 'disabled';
+    reason = 'UEFI Debug Mode measured into PCR 7';
+  } else if (secureBootValue !== undefined && secureBootValue.length === 1 && secureBootValue[0] === 1) {
+    state = 'enabled';
+    reason = '';
+  } else {
+    state = 'disabled';
+    reason = `SecureBoot variable is ${secureBootValue && secureBootValue.length > 0 ? toHex(secureBootValue) : 'absent'}`;
+  }
+  return {
+    state,
+    enabled: state === 'enabled',
+    reason,
+    pk: databases.get('PK'),
+    kek: databases.get('KEK'),
+    db: databases.get('db'),
+    dbx: databases.get('dbx'),
+    separatorSeen,
+    postSeparatorAuthorities,
+    debugMode,
+  };
+}
+
+function describeAuthority(event: VerifiedEvent): SecureBootAuthority {
+  const dataVerified = digestCoversData(event);
+  try {
+    const variable = parseUefiVariableData(event.data);
+    // EFI_SIGNATURE_DATA: SignatureOwner GUID then the certificate (TCG PC Client PFP §10.4.4, db authority).
+    const certificate =
+      variable.value.length > 16 ? describeCertificate(formatEfiGuid(variable.value.subarray(0, 16)), variable.value.subarray(16)) : undefined;
+    return {
+      sequence: event.sequence,
+      variableName: variable.name,
+      variableGuid: variable.variableGuid,
+      dataVerified,
+      certificate: certificate?.subject === undefined ? undefined : certificate,
+    };
+  } catch (err) {
+    if (!(err instanceof MalformedInput)) throw err;
+    return { sequence: event.sequence, variableName: undefined, variableGuid: undefined, dataVerified, certificate: undefined };
+  }
+}
