@@ -7,6 +7,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     // TPM and cgroup tests start real processes; keep parallelism at the machine's two cores.
     maxWorkers: 2,
-    reporters: ['default'],
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });
