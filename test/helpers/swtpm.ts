@@ -2,8 +2,10 @@
  * Test harness: a provisioned swtpm per call, running as a child process on a unix socket.
  *
  * - `swtpm_setup` writes EK certs (RSA-2048 at 0x01c00002, ECC P-384 at 0x01c00016) and a platform cert into NV,
- *   signed by a private local CA. The CA lives in one temp dir per test process (created by the first setup;
- *   parallel setups against one CA dir are safe, swtpm_localca locks it) and is removed when the process exits.
+ *   signed by a private local CA. The CA lives in one temp dir shared by the running instances of this process
+ *   (created by the first setup; parallel setups against one CA dir are safe, swtpm_localca locks it). It is
+ *   removed when the last instance stops, so a later startSwtpm() gets a new CA: compare certs only against the
+ *   PEMs of the handle that issued them.
  * - `swtpm socket` runs as a plain child (never --daemon: PID 1 here reaps orphans late and `kill -0` lies about
  *   zombies). `stop()` sends SIGTERM, awaits 'exit' and removes the state dir.
  * - Socket paths stay short (AF_UNIX limit 108 bytes including the `.ctrl` suffix tcti-swtpm appends).
@@ -51,6 +53,8 @@ export interface SwtpmHandle {
 // The process-wide CA
 
 let caDirPromise: Promise<string> | undefined;
+/** Handles started and not yet stopped; the CA dir is removed when the last one stops. */
+let caRefs = 0;
 const liveChildren = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
@@ -64,6 +68,16 @@ function installExitHook(): void {
   });
 }
 let caDirSync: string | undefined;
+
+async function releaseCa(): Promise<void> {
+  caRefs -= 1;
+  if (caRefs > 0 || caDirPromise === undefined) return;
+  const pending = caDirPromise;
+  caDirPromise = undefined;
+  caDirSync = undefined;
+  const dir = await pending.catch(() => undefined);
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+}
 
 async function caDir(): Promise<string> {
   caDirPromise ??= (async () => {
@@ -96,8 +110,16 @@ async function caDir(): Promise<string> {
 // swtpm
 
 export async function startSwtpm(options: SwtpmOptions = {}): Promise<SwtpmHandle> {
-  const ca = await caDir();
-  const dir = await mkdtemp(join(tmpdir(), 'sw-'));
+  caRefs += 1;
+  let ca: string;
+  let dir: string;
+  try {
+    ca = await caDir();
+    dir = await mkdtemp(join(tmpdir(), 'sw-'));
+  } catch (err) {
+    await releaseCa();
+    throw err;
+  }
   const stateDir = join(dir, 'st');
   const certDir = join(dir, 'certs');
   const sock = join(dir, 's');
@@ -158,12 +180,14 @@ export async function startSwtpm(options: SwtpmOptions = {}): Promise<SwtpmHandl
         if (current !== undefined) await killChild(current);
         current = undefined;
         await rm(dir, { recursive: true, force: true });
+        await releaseCa();
       },
     };
     return handle;
   } catch (err) {
     if (child !== undefined) await killChild(child);
     await rm(dir, { recursive: true, force: true });
+    await releaseCa();
     throw err;
   }
 }
