@@ -125,7 +125,7 @@ export class PcrSelection {
   /** Reads a TPML_PCR_SELECTION from `r`. Unknown banks, duplicate banks and PCRs above 23 are MalformedInput. */
   static decode(r: BytesReader): PcrSelection {
     const count = r.u32be('TPML_PCR_SELECTION.count');
-    if (count > MAX_PCR_BANKS) r.fail(`TPML_PCR_SELECTION.count ${count} exceeds ${MAX_PCR_BANKS}`);
+    if (count > MAX_PCR_BANKS) r.fail(`TPML_PCR_SELECTION.count ${count} exceeds ${MAX_PCR_BANKS}`, ERR_PCR_SELECTION);
     const banks: PcrBank[] = [];
     const seenBanks = new Set<number>();
     for (let n = 0; n < count; n++) {
