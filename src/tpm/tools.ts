@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 
 import { InvalidConfig, MalformedInput, PreconditionFailed, TpmToolFailed } from '../errors.js';
+import { ERR_PCR_SELECTION, PcrSelection } from './pcrs.js';
 import { parseTcti, type Tcti } from './tcti.js';
 
 export { DEFAULT_TCTI, parseTcti, type Tcti } from './tcti.js';
@@ -87,7 +88,6 @@ const NAME_ALG: Readonly<Record<number, string>> = { 0x0004: 'sha1', 0x000b: 'sh
 const CREDENTIAL_MAGIC = 0xbadcc0de;
 const MAX_CREDENTIAL_BLOB = 4096;
 const MAX_NONCE = 64; // TPM2B_DATA in TPM2_Quote: at most sizeof(TPMU_HA) = 64 bytes
-const PCR_SELECTION_RE = /^(sha1|sha256|sha384|sha512):([0-9]{1,2}(,[0-9]{1,2})*)$/;
 
 export interface EkPublic {
   readonly handle: number;
@@ -123,8 +123,8 @@ export interface ActivateCredentialOptions {
 
 export interface QuoteOptions {
   readonly akHandle: number;
-  /** tpm2-tools PCR selection, e.g. `sha256:0,1,2,3,4,5,6,7` (banks joined with `+`). */
-  readonly selection: string;
+  /** PCR selection, e.g. `sha256:0,1,2,3,4,5,6,7` (tpm2-tools syntax, banks joined with `+`). */
+  readonly selection: string | PcrSelection;
   /** qualifyingData, 1..64 bytes. */
   readonly nonce: Uint8Array;
   /** Signature hash; default sha256. */
@@ -138,6 +138,7 @@ export interface QuoteResult {
   readonly signature: Uint8Array;
   /** Selected PCR values concatenated in selection order (`-o --pcrs_format values`). */
   readonly pcrValues: Uint8Array;
+  /** The selection quoted, normalized to tpm2-tools syntax (indices ascending). */
   readonly selection: string;
 }
 
@@ -163,7 +164,7 @@ export interface TpmDevice {
   activateCredential(opts: ActivateCredentialOptions): Promise<Uint8Array>;
   quote(opts: QuoteOptions): Promise<QuoteResult>;
   /** PCR values for `selection`, concatenated in selection order (`tpm2_pcrread -o`). */
-  readPcrs(selection: string): Promise<Uint8Array>;
+  readPcrs(selection: string | PcrSelection): Promise<Uint8Array>;
   properties(): Promise<TpmProperties>;
 }
 
@@ -416,7 +417,7 @@ export class Tpm2Tools implements TpmDevice {
     });
   }
 
-  async readPcrs(selection: string): Promise<Uint8Array> {
+  async readPcrs(selection: string | PcrSelection): Promise<Uint8Array> {
     const sel = checkSelection(selection);
     return this.#exclusive('readPcrs', async (op) => {
       const o = join(op.dir, 'pcrs.bin');
@@ -593,27 +594,14 @@ function checkPersistentHandle(h: number, what: string): void {
   }
 }
 
-/** Validates a tpm2-tools PCR selection (`sha256:0,1,7+sha1:0`): known banks, indices 0-23, no duplicates. */
-function checkSelection(selection: string): string {
-  if (typeof selection !== 'string' || selection.length === 0 || selection.length > 512) {
-    throw new MalformedInput('ERR_TPM_PCR_SELECTION', 'pcr selection is empty or too long');
-  }
-  const banks = new Set<string>();
-  for (const part of selection.split('+')) {
-    const m = PCR_SELECTION_RE.exec(part);
-    if (m === null) throw new MalformedInput('ERR_TPM_PCR_SELECTION', `pcr selection ${JSON.stringify(part)} is not <bank>:<i,j,...>`);
-    const bank = m[1] as string;
-    if (banks.has(bank)) throw new MalformedInput('ERR_TPM_PCR_SELECTION', `bank ${bank} selected twice`);
-    banks.add(bank);
-    const seen = new Set<number>();
-    for (const s of (m[2] as string).split(',')) {
-      const i = Number(s);
-      if (i > 23) throw new MalformedInput('ERR_TPM_PCR_SELECTION', `pcr index ${i} above 23`);
-      if (seen.has(i)) throw new MalformedInput('ERR_TPM_PCR_SELECTION', `pcr index ${i} selected twice`);
-      seen.add(i);
-    }
-  }
-  return selection;
+/**
+ * Validates a PCR selection with the project's value type (known banks, indices 0-23, no duplicates) and
+ * returns it in tpm2-tools syntax (banks in the given order, indices ascending: the order of the values file).
+ */
+function checkSelection(selection: string | PcrSelection): string {
+  if (selection instanceof PcrSelection) return selection.toString();
+  if (typeof selection !== 'string') throw new MalformedInput(ERR_PCR_SELECTION, 'pcr selection must be a string');
+  return PcrSelection.parse(selection).toString();
 }
 
 function checkCredentialBlob(b: Uint8Array): void {
