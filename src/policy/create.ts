@@ -20,9 +20,9 @@ export interface CreatePolicyOptions {
   readonly name: string;
 }
 
-/** Escapes regular-expression syntax characters (valid in `u` mode). */
+/** Escapes regular-expression syntax characters (identity escapes valid in `u` mode). */
 export function escapeRegExp(text: string): string {
-  return text.replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&');
+  return text.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&');
 }
 
 /** Preferred digest for allow-lists: SHA-256 when present, else the first bank. */
