@@ -1,0 +1,217 @@
+/**
+ * @module workload/attestor
+ *
+ * `EdgeWorkloadAttestor`: PID → container (cgroup, procfs) → pod (node-local index) → SPIRE k8s selectors.
+ *
+ * Per attestation: read the start time, read /proc/<pid>/cgroup, locate; a process outside any container gets
+ * `[]` at once (the agent attests its own PID every minute). A containerised process is matched in the pod
+ * index (no request to the pod source unless it misses), or asked of the runtime socket when there is no pod
+ * source. The start time is read again at the end: a different value means the PID was reused while we
+ * looked, and the answer is refused (PreconditionFailed `ERR_WORKLOAD_PID_REUSED`).
+ */
+import { NotConfigured, PreconditionFailed, SourceUnavailable } from '../errors.js';
+import type { CoreConfig, PluginContext, WorkloadAttestor } from '../plugin/types.js';
+import { autoCandidates, buildSource, probeSources } from './auto.js';
+import { CgroupMatchers, locateContainer, podmanSocketFor, type Located } from './cgroup.js';
+import { parseConfig, type WorkloadConfig } from './config.js';
+import { AttestationCancelled, WorkloadErrorCode } from './errors.js';
+import { PodIndex, type IndexStatus } from './pod-index.js';
+import type { PodSource } from './pod-source.js';
+import { Procfs } from './procfs.js';
+import { CriClient, DockerClient, type RuntimeClient, type RuntimeInspectResult } from './runtime.js';
+import { identitySelectors, processSelectors, runtimeContainerSelectors } from './selectors.js';
+
+/** Everything built from one configuration; swapped as a whole on reconfigure. */
+interface State {
+  readonly config: WorkloadConfig;
+  readonly procfs: Procfs;
+  readonly matchers: CgroupMatchers | undefined;
+  readonly index: PodIndex | undefined;
+  readonly cri: RuntimeClient | undefined;
+  readonly docker: RuntimeClient | undefined;
+  readonly podman: Map<string, RuntimeClient>;
+}
+
+export interface EdgeWorkloadAttestorOptions {
+  /** Environment for NODE_NAME / in-cluster defaults (tests inject one). */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Per-source probe timeout for `pod_source = "auto"`. */
+  readonly probeTimeoutMs?: number;
+}
+
+function checkSignal(signal: AbortSignal, pid: number): void {
+  if (signal.aborted) throw new AttestationCancelled(WorkloadErrorCode.CANCELLED, `pid ${pid}: attestation cancelled`, { fields: { pid } });
+}
+
+export class EdgeWorkloadAttestor implements WorkloadAttestor {
+  readonly #ctx: PluginContext;
+  readonly #opts: EdgeWorkloadAttestorOptions;
+  #state: State | undefined;
+
+  constructor(ctx: PluginContext, opts: EdgeWorkloadAttestorOptions = {}) {
+    this.#ctx = ctx;
+    this.#opts = opts;
+  }
+
+  async configure(raw: Record<string, unknown>, _core: CoreConfig): Promise<void> {
+    const config = parseConfig(raw, this.#opts.env ?? process.env);
+    const log = this.#ctx.log;
+    const matchers = config.containerIdCgroupMatchers ? CgroupMatchers.parse(config.containerIdCgroupMatchers) : undefined;
+    const cri = config.runtimeSocket ? new CriClient(config.runtimeSocket, config.requestTimeoutMs) : undefined;
+    const docker = config.dockerSocket ? new DockerClient(config.dockerSocket, config.requestTimeoutMs) : undefined;
+
+    let index: PodIndex | undefined;
+    const makeIndex = (source: PodSource): PodIndex =>
+      new PodIndex({ source, log: log.named('pod-index'), pollIntervalMs: config.pollIntervalMs, maxStalenessMs: config.maxStalenessMs });
+    try {
+      if (config.podSource === 'auto') {
+        const probed = await probeSources(autoCandidates(config), log, this.#opts.probeTimeoutMs ?? Math.min(config.requestTimeoutMs, 3000));
+        if (probed) {
+          index = makeIndex(probed.source);
+          await index.start(probed.first);
+        } else if (!cri && !docker && !config.podmanEnabled) {
+          throw new SourceUnavailable(WorkloadErrorCode.NO_POD_SOURCE, 'pod_source = "auto": no pod source answered (kubelet, edged, metaserver, apiserver) and no runtime socket is configured', {
+            fields: { node: config.nodeName },
+          });
+        } else {
+          log.warn('no pod source answered; using the container runtime socket only', { runtime_socket: config.runtimeSocket, docker_socket: config.dockerSocket });
+        }
+      } else if (config.podSource !== 'none') {
+        index = makeIndex(buildSource(config.podSource, config));
+        await index.start();
+      }
+    } catch (err) {
+      cri?.close();
+      docker?.close();
+      throw err;
+    }
+
+    const old = this.#state;
+    this.#state = { config, procfs: new Procfs(config.procPath), matchers, index, cri, docker, podman: new Map() };
+    if (old) EdgeWorkloadAttestor.#release(old);
+    log.info('workload attestor configured', {
+      pod_source: index?.source.name ?? 'none',
+      proc_path: config.procPath,
+      node: config.nodeName,
+      runtime_socket: config.runtimeSocket,
+      docker_socket: config.dockerSocket,
+    });
+  }
+
+  async validate(raw: Record<string, unknown>, _core: CoreConfig): Promise<string[]> {
+    try {
+      parseConfig(raw, this.#opts.env ?? process.env);
+      return [];
+    } catch (err) {
+      return [err instanceof Error ? err.message : String(err)];
+    }
+  }
+
+  async close(): Promise<void> {
+    const s = this.#state;
+    this.#state = undefined;
+    if (s) EdgeWorkloadAttestor.#release(s);
+  }
+
+  static #release(s: State): void {
+    s.index?.close();
+    s.cri?.close();
+    s.docker?.close();
+    for (const c of s.podman.values()) c.close();
+  }
+
+  /** Pod source health: snapshot age, bytes read, last error (undefined without a pod source). */
+  sourceStatus(): IndexStatus | undefined {
+    return this.#state?.index?.status();
+  }
+
+  async attest(pid: number, signal: AbortSignal): Promise<string[]> {
+    const s = this.#state;
+    if (!s) throw new NotConfigured(WorkloadErrorCode.NOT_CONFIGURED, 'workload attestor is not configured');
+    checkSignal(signal, pid);
+    const { procfs, config } = s;
+
+    const before = procfs.startTime(pid);
+    const located = locateContainer(
+      { cgroup: procfs.cgroup(pid), mountinfo: () => procfs.mountinfo(pid) },
+      { mountinfoFallback: config.mountinfoFallback, ...(s.matchers ? { matchers: s.matchers } : {}) },
+    );
+    if (!located) {
+      this.#checkSame(procfs, pid, before);
+      return [];
+    }
+    const out = await this.#selectorsFor(s, located, signal);
+    if (config.processSelectors) {
+      const ids = procfs.ids(pid);
+      const exe = procfs.exe(pid, config.workloadSizeLimit);
+      out.push(...processSelectors({ ...ids, path: exe.path, ...(exe.sha256 !== undefined ? { sha256: exe.sha256 } : {}) }));
+    }
+    checkSignal(signal, pid);
+    this.#checkSame(procfs, pid, before);
+    return out;
+  }
+
+  #checkSame(procfs: Procfs, pid: number, before: bigint): void {
+    let after: bigint;
+    try {
+      after = procfs.startTime(pid);
+    } catch (err) {
+      throw new PreconditionFailed(WorkloadErrorCode.PID_REUSED, `pid ${pid} exited during attestation`, { fields: { pid, rule: 'same-process' }, cause: err });
+    }
+    if (after !== before) {
+      throw new PreconditionFailed(WorkloadErrorCode.PID_REUSED, `pid ${pid} was reused during attestation (start time changed)`, {
+        fields: { pid, rule: 'same-process', before: before.toString(), after: after.toString() },
+      });
+    }
+  }
+
+  async #selectorsFor(s: State, located: Located, signal: AbortSignal): Promise<string[]> {
+    const cid = located.containerId.toString();
+    const podUid = located.podUid?.toString();
+    const index = s.index;
+    if (!index) return this.#fromRuntime(s, located, signal, 'none');
+
+    const podOnly = s.config.disableContainerSelectors;
+    const q = { containerId: cid, ...(podUid !== undefined ? { podUid } : {}), podOnly };
+    // No pod UID in the cgroup path and a runtime socket to ask: a short look in the index (one shared
+    // refresh), then the runtime. This is the plain-container-on-a-Kubernetes-node case.
+    const hasRuntime = s.cri !== undefined || s.docker !== undefined || (located.runtime === 'podman' && s.config.podmanEnabled);
+    const deadline = podUid === undefined && hasRuntime ? 0 : s.config.missRetryDeadlineMs;
+    let found;
+    try {
+      found = await index.resolve(q, deadline, signal);
+    } catch (err) {
+      if (deadline === 0 && (err as { code?: string }).code === WorkloadErrorCode.POD_NOT_FOUND) {
+        return this.#fromRuntime(s, located, signal, 'runtime');
+      }
+      throw err;
+    }
+    const out = [...found.pod.selectors];
+    if (!podOnly && found.container) out.push(...found.container.selectors);
+    out.push(...identitySelectors(cid, located.runtime ?? found.container?.runtime, index.source.name));
+    return out;
+  }
+
+  #runtimeClientFor(s: State, located: Located): RuntimeClient | undefined {
+    const rt = located.runtime;
+    if (rt === 'podman' && s.config.podmanEnabled) {
+      const sock = podmanSocketFor(located.path, s.config.podmanSocket, s.config.podmanSocketTemplate);
+      let c = s.podman.get(sock);
+      if (!c) {
+        c = new DockerClient(sock, s.config.requestTimeoutMs, 'podman');
+        s.podman.set(sock, c);
+      }
+      return c;
+    }
+    if (rt === 'docker') return s.docker ?? s.cri;
+    return s.cri ?? s.docker;
+  }
+
+  async #fromRuntime(s: State, located: Located, signal: AbortSignal, source: string): Promise<string[]> {
+    const cid = located.containerId.toString();
+    const client = s.cri || s.docker || (located.runtime === 'podman' && s.config.podmanEnabled) ? this.#runtimeClientFor(s, located) : undefined;
+    if (!client) return identitySelectors(cid, located.runtime, 'none');
+    const info: RuntimeInspectResult = await client.inspect(cid, signal);
+    return [...runtimeContainerSelectors(info), ...identitySelectors(cid, located.runtime ?? info.runtime, source === 'none' ? 'runtime' : source)];
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * @module workload/auto
+ *
+ * `pod_source = "auto"`: at Configure, try the sources in this fixed order and keep the first whose pod list
+ * answers (HTTP 200 with a valid PodList):
+ *   1. kubelet secure port (only if the token file or a client certificate is present);
+ *   2. kubelet read-only port (only if `kubelet_read_only_port` is set);
+ *   3. KubeEdge edged read-only endpoint (127.0.0.1:10350);
+ *   4. KubeEdge MetaServer (needs the node name);
+ *   5. Kubernetes API server (needs the node name and an API URL, e.g. in-cluster env).
+ * Local sources come first: they keep working when an edge node loses the cloud; the API server does not.
+ * When none answers the caller decides (runtime socket only, or a clear error).
+ */
+import { existsSync } from 'node:fs';
+import type { Logger } from '../plugin/types.js';
+import { apiServerSource } from './apiserver.js';
+import type { WorkloadConfig } from './config.js';
+import { edgedSource } from './edged.js';
+import { kubeletSource } from './kubelet.js';
+import { metaServerSource } from './metaserver.js';
+import type { PodListResult, PodSource, PodSourceName } from './pod-source.js';
+
+export function buildSource(name: PodSourceName, c: WorkloadConfig): PodSource {
+  const common = { timeoutMs: c.requestTimeoutMs, maxBodyBytes: c.maxPodListBytes };
+  switch (name) {
+    case 'kubelet': {
+      const k = c.kubelet;
+      return kubeletSource({
+        host: k.host,
+        securePort: k.securePort,
+        readOnlyPort: k.readOnlyPort,
+        caPath: k.caPath,
+        tokenPath: k.tokenPath,
+        ...(k.clientCertPath !== undefined ? { clientCertPath: k.clientCertPath } : {}),
+        ...(k.clientKeyPath !== undefined ? { clientKeyPath: k.clientKeyPath } : {}),
+        skipVerification: k.skipVerification,
+        ...(k.tlsServerName !== undefined ? { tlsServerName: k.tlsServerName } : {}),
+        ...common,
+      });
+    }
+    case 'edged':
+      return edgedSource({ host: c.edged.host, port: c.edged.port, ...common });
+    case 'metaserver':
+      return metaServerSource({ url: c.metaserver.url, nodeName: c.nodeName ?? '', skipVerification: c.metaserver.skipVerification, ...(c.metaserver.tokenPath ? { tokenPath: c.metaserver.tokenPath } : {}), ...(c.metaserver.caPath ? { caPath: c.metaserver.caPath } : {}), ...common });
+    case 'apiserver':
+      return apiServerSource({
+        url: c.apiserver.url ?? 'https://kubernetes.default.svc',
+        nodeName: c.nodeName ?? '',
+        tokenPath: c.apiserver.tokenPath,
+        caPath: c.apiserver.caPath,
+        skipVerification: c.apiserver.skipVerification,
+        ...common,
+      });
+  }
+}
+
+export interface ProbeResult {
+  readonly source: PodSource;
+  readonly first: PodListResult;
+}
+
+/** Candidate sources for `auto`, in order. */
+export function autoCandidates(c: WorkloadConfig): Array<() => PodSource> {
+  const out: Array<() => PodSource> = [];
+  if (existsSync(c.kubelet.tokenPath) || c.kubelet.clientCertPath) out.push(() => buildSource('kubelet', { ...c, kubelet: { ...c.kubelet, readOnlyPort: 0 } }));
+  if (c.kubelet.readOnlyPort > 0) out.push(() => buildSource('kubelet', c));
+  out.push(() => buildSource('edged', c));
+  if (c.nodeName) out.push(() => buildSource('metaserver', c));
+  if (c.nodeName && c.apiserver.url) out.push(() => buildSource('apiserver', c));
+  return out;
+}
+
+export async function probeSources(candidates: Array<() => PodSource>, log: Logger, probeTimeoutMs: number): Promise<ProbeResult | undefined> {
+  for (const make of candidates) {
+    const source = make();
+    try {
+      const first = await source.list(AbortSignal.timeout(probeTimeoutMs));
+      log.info('pod source selected', { source: source.name, endpoint: source.endpoint, pods: first.items.length });
+      return { source, first };
+    } catch (err) {
+      log.debug('pod source probe failed', { source: source.name, endpoint: source.endpoint, error: err instanceof Error ? err.message : String(err) });
+      source.close();
+    }
+  }
+  return undefined;
+}

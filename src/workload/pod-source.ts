@@ -1,0 +1,254 @@
+/**
+ * @module workload/pod-source
+ *
+ * `PodSource`: where pod metadata comes from. Every source returns the node's pods as one list (kubelet-style
+ * `/pods` or a Kubernetes-API list with a node field selector); API-style sources can also stream a watch.
+ * The pod index (pod-index.ts) owns caching: a source is only asked at start-up, on the poll timer, and on a
+ * single-flight refresh after a miss, never once per attestation.
+ *
+ * Transport: node:http / node:https with a keep-alive agent, a timeout on every request, a byte cap on every
+ * body, the bearer token and CA re-read from disk on each request (projected tokens rotate). TLS verification is
+ * on unless the configuration turns it off explicitly.
+ */
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import { MalformedInput, SourceUnavailable } from '../errors.js';
+import { AttestationCancelled, WorkloadErrorCode } from './errors.js';
+import { decodePod, decodePodList, type K8sPod, type K8sPodList } from './k8s-types.js';
+
+export type PodSourceName = 'kubelet' | 'edged' | 'metaserver' | 'apiserver';
+
+export interface PodListResult extends K8sPodList {
+  /** Bytes of body read from the source for this list. */
+  readonly bytes: number;
+}
+
+export type WatchEvent =
+  | { readonly type: 'ADDED' | 'MODIFIED' | 'DELETED'; readonly pod: K8sPod }
+  | { readonly type: 'BOOKMARK'; readonly resourceVersion: string };
+
+export interface PodSource {
+  readonly name: PodSourceName;
+  /** A human-readable endpoint for logs (never includes a token). */
+  readonly endpoint: string;
+  list(signal: AbortSignal): Promise<PodListResult>;
+  /**
+   * Optional: stream changes after `resourceVersion`. Resolves when the server ends the stream; rejects on
+   * error (410 Gone included: the caller lists again). `onBytes` reports body bytes as they arrive.
+   */
+  watch?(resourceVersion: string, onEvent: (e: WatchEvent) => void, onBytes: (n: number) => void, signal: AbortSignal): Promise<void>;
+  close(): void;
+}
+
+export interface HttpSourceOptions {
+  readonly name: PodSourceName;
+  /** Base URL, e.g. `https://127.0.0.1:10250`. */
+  readonly baseUrl: string;
+  /** Path and query of the list request, e.g. `/pods`. */
+  readonly listPath: string;
+  /** Path and query of the watch request (without resourceVersion); undefined = no watch. */
+  readonly watchPath?: string;
+  readonly caPath?: string;
+  readonly tokenPath?: string;
+  readonly clientCertPath?: string;
+  readonly clientKeyPath?: string;
+  /** Must be set to true explicitly to disable server certificate verification. */
+  readonly skipVerification?: boolean;
+  /** TLS server name to verify instead of the URL host (e.g. the node name on the kubelet certificate). */
+  readonly tlsServerName?: string;
+  readonly timeoutMs: number;
+  readonly maxBodyBytes: number;
+}
+
+const TLS_ERROR_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_SSL_WRONG_VERSION_NUMBER',
+]);
+
+function readOpt(path: string | undefined): Buffer | undefined {
+  return path === undefined ? undefined : readFileSync(path);
+}
+
+export class HttpPodSource implements PodSource {
+  readonly name: PodSourceName;
+  readonly endpoint: string;
+  readonly #opts: HttpSourceOptions;
+  readonly #url: URL;
+  readonly #agent: http.Agent;
+  readonly watch?: PodSource['watch'];
+
+  constructor(opts: HttpSourceOptions) {
+    this.#opts = opts;
+    this.name = opts.name;
+    this.#url = new URL(opts.baseUrl);
+    if (this.#url.protocol !== 'http:' && this.#url.protocol !== 'https:') {
+      throw new MalformedInput(WorkloadErrorCode.CONFIG, `${opts.name}: URL must be http or https`, { fields: { source: opts.name } });
+    }
+    this.endpoint = `${this.#url.origin}${opts.listPath.split('?')[0]}`;
+    this.#agent = this.#url.protocol === 'https:' ? new https.Agent({ keepAlive: true, maxSockets: 4 }) : new http.Agent({ keepAlive: true, maxSockets: 4 });
+    if (opts.watchPath !== undefined) this.watch = (rv, onEvent, onBytes, signal) => this.#watch(rv, onEvent, onBytes, signal);
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  #unavailable(code: string, message: string, cause?: unknown): SourceUnavailable {
+    return new SourceUnavailable(code, `${this.name} ${this.endpoint}: ${message}`, {
+      fields: { source: this.name, endpoint: this.endpoint },
+      ...(cause !== undefined ? { cause } : {}),
+    });
+  }
+
+  #request(pathAndQuery: string, signal: AbortSignal, timeoutMs: number | undefined): Promise<http.IncomingMessage> {
+    const o = this.#opts;
+    const headers: Record<string, string> = { accept: 'application/json' };
+    let tlsOpts: https.RequestOptions = {};
+    try {
+      const token = o.tokenPath !== undefined ? readFileSync(o.tokenPath, 'utf8').trim() : undefined;
+      if (token) headers['authorization'] = `Bearer ${token}`;
+      if (this.#url.protocol === 'https:') {
+        const ca = readOpt(o.caPath);
+        tlsOpts = {
+          rejectUnauthorized: o.skipVerification !== true,
+          ...(ca ? { ca } : {}),
+          ...(o.clientCertPath ? { cert: readOpt(o.clientCertPath) } : {}),
+          ...(o.clientKeyPath ? { key: readOpt(o.clientKeyPath) } : {}),
+          ...(o.tlsServerName ? { servername: o.tlsServerName } : {}),
+        };
+      }
+    } catch (err) {
+      return Promise.reject(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, 'cannot read token/CA/client certificate file', err));
+    }
+    const mod = this.#url.protocol === 'https:' ? https : http;
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) {
+        reject(new AttestationCancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`));
+        return;
+      }
+      const req = mod.request(
+        {
+          protocol: this.#url.protocol,
+          hostname: this.#url.hostname,
+          port: this.#url.port,
+          path: pathAndQuery,
+          method: 'GET',
+          headers,
+          agent: this.#agent,
+          ...tlsOpts,
+          signal,
+        },
+        (res) => resolve(res),
+      );
+      if (timeoutMs !== undefined) {
+        req.setTimeout(timeoutMs, () => req.destroy(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, `no response within ${timeoutMs} ms`)));
+      }
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (signal.aborted) reject(new AttestationCancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`));
+        else if (err instanceof SourceUnavailable) reject(err);
+        else if (err.code !== undefined && TLS_ERROR_CODES.has(err.code)) reject(this.#unavailable(WorkloadErrorCode.SOURCE_TLS, `TLS verification failed (${err.code})`, err));
+        else reject(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, `request failed (${err.code ?? err.message})`, err));
+      });
+      req.end();
+    });
+  }
+
+  async list(signal: AbortSignal): Promise<PodListResult> {
+    const res = await this.#request(this.#opts.listPath, signal, this.#opts.timeoutMs);
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const cap = this.#opts.maxBodyBytes;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => res.destroy(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, 'body not received in time')), this.#opts.timeoutMs);
+        res.on('data', (c: Buffer) => {
+          bytes += c.length;
+          if (bytes > cap) res.destroy(this.#unavailable(WorkloadErrorCode.SOURCE_TOO_LARGE, `body larger than ${cap} bytes`));
+          else chunks.push(c);
+        });
+        res.on('end', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        res.on('error', (e) => {
+          clearTimeout(timer);
+          reject(e instanceof SourceUnavailable ? e : this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, 'body read failed', e));
+        });
+        res.on('close', () => {
+          clearTimeout(timer);
+          if (!res.complete) reject(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, 'connection closed mid-body'));
+        });
+      });
+    } catch (err) {
+      if (signal.aborted) throw new AttestationCancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`);
+      throw err;
+    }
+    if (res.statusCode !== 200) {
+      throw this.#unavailable(WorkloadErrorCode.SOURCE_HTTP_STATUS, `HTTP ${res.statusCode ?? 0}`);
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch (err) {
+      throw new MalformedInput(WorkloadErrorCode.SOURCE_BODY, `${this.name}: body is not JSON`, { fields: { source: this.name }, cause: err });
+    }
+    return { ...decodePodList(json), bytes };
+  }
+
+  async #watch(rv: string, onEvent: (e: WatchEvent) => void, onBytes: (n: number) => void, signal: AbortSignal): Promise<void> {
+    const sep = this.#opts.watchPath!.includes('?') ? '&' : '?';
+    const path = `${this.#opts.watchPath!}${sep}resourceVersion=${encodeURIComponent(rv)}&allowWatchBookmarks=true`;
+    // Idle timeout for the stream: bookmarks arrive about once a minute, so allow two of them to be missed.
+    const res = await this.#request(path, signal, Math.max(this.#opts.timeoutMs, 150_000));
+    if (res.statusCode !== 200) {
+      res.resume();
+      throw this.#unavailable(WorkloadErrorCode.SOURCE_HTTP_STATUS, `watch HTTP ${res.statusCode ?? 0}`);
+    }
+    await new Promise<void>((resolve, reject) => {
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        onBytes(Buffer.byteLength(chunk));
+        buf += chunk;
+        if (buf.length > this.#opts.maxBodyBytes) {
+          res.destroy(this.#unavailable(WorkloadErrorCode.SOURCE_TOO_LARGE, 'watch event too large'));
+          return;
+        }
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line === '') continue;
+          try {
+            const ev = JSON.parse(line) as { type?: unknown; object?: unknown };
+            if (ev.type === 'ADDED' || ev.type === 'MODIFIED' || ev.type === 'DELETED') {
+              onEvent({ type: ev.type, pod: decodePod(ev.object) });
+            } else if (ev.type === 'BOOKMARK') {
+              const md = (ev.object as { metadata?: { resourceVersion?: unknown } } | undefined)?.metadata;
+              if (typeof md?.resourceVersion === 'string') onEvent({ type: 'BOOKMARK', resourceVersion: md.resourceVersion });
+            } else if (ev.type === 'ERROR') {
+              res.destroy(this.#unavailable(WorkloadErrorCode.SOURCE_HTTP_STATUS, 'watch ERROR event (resource version expired?)'));
+              return;
+            }
+          } catch (err) {
+            res.destroy(err instanceof Error ? err : new Error(String(err)));
+            return;
+          }
+        }
+      });
+      res.on('end', () => resolve());
+      res.on('error', (e) => reject(e));
+      res.on('close', () => (signal.aborted ? resolve() : res.complete ? resolve() : reject(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, 'watch closed'))));
+    });
+  }
+}
+
