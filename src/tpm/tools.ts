@@ -12,7 +12,6 @@
  * The driver checks only what it needs to pick and reuse keys safely (AK attributes, AK under the given EK).
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +19,7 @@ import { parse as parseYaml } from 'yaml';
 
 import { InvalidConfig, MalformedInput, PreconditionFailed, TpmToolFailed } from '../errors.js';
 import { ERR_PCR_SELECTION, PcrSelection } from './pcrs.js';
+import { parseTpm2bPublic, publicName, qualifiedName, type TpmPublic } from './public.js';
 import { parseTcti, type Tcti } from './tcti.js';
 
 export { DEFAULT_TCTI, parseTcti, type Tcti } from './tcti.js';
@@ -80,9 +80,6 @@ const TPMA = {
 } as const;
 const EK_REQUIRED_ATTRS = TPMA.restricted | TPMA.decrypt | TPMA.fixedTPM | TPMA.fixedParent;
 
-const TPM_ALG = { rsa: 0x0001, ecc: 0x0023, null: 0x0010, ecdaa: 0x001a } as const;
-const ECC_CURVE = { p256: 0x0003, p384: 0x0004 } as const;
-const NAME_ALG: Readonly<Record<number, string>> = { 0x0004: 'sha1', 0x000b: 'sha256', 0x000c: 'sha384', 0x000d: 'sha512' };
 
 /** tpm2-tools makecredential file: u32 magic, u32 version, TPM2B_ID_OBJECT, TPM2B_ENCRYPTED_SECRET. */
 const CREDENTIAL_MAGIC = 0xbadcc0de;
@@ -326,8 +323,11 @@ export class Tpm2Tools implements TpmDevice {
       // The AK must be a child of this EK: QN(AK) = nameAlg || H(QN(EK) || Name(AK)) (TPM 2.0 Part 1, 16.6).
       const ek = await readPublicIfPresent(op, opts.ekHandle);
       if (ek === undefined) throw toolStateError('ERR_TPM_EK_MISSING', `no EK at ${hex32(opts.ekHandle)}`);
-      const expectedQn = qualifiedName(ek.qualifiedName, found.name);
-      if (!equalBytes(expectedQn, found.qualifiedName)) {
+      const akParsed = parsePublic(found.publicArea, `AK at ${hex32(handle)}`);
+      if (!equalBytes(publicName(akParsed), found.name)) {
+        throw toolStateError('ERR_TPM_AK_INVALID', `AK at ${hex32(handle)}: name does not match its public area`);
+      }
+      if (!equalBytes(qualifiedName(ek.qualifiedName, akParsed), found.qualifiedName)) {
         throw toolStateError('ERR_TPM_AK_INVALID', `key at ${hex32(handle)} is not a child of the EK at ${hex32(opts.ekHandle)}`);
       }
       const ak: AkPublic = { handle, publicArea: found.publicArea, name: found.name, alg, ekHandle: opts.ekHandle };
@@ -641,91 +641,32 @@ async function readPublicIfPresent(op: Op, handle: number): Promise<ReadPublic |
   return { publicArea: new Uint8Array(publicArea), name: new Uint8Array(name), qualifiedName: new Uint8Array(qualifiedName) };
 }
 
-/** QN(child) = nameAlg(child) || H_nameAlg(child)(QN(parent) || Name(child)). */
-function qualifiedName(parentQn: Uint8Array, childName: Uint8Array): Uint8Array {
-  const alg = NAME_ALG[(childName[0]! << 8) | childName[1]!];
-  if (alg === undefined) throw toolStateError('ERR_TPM_AK_INVALID', 'AK name has an unknown nameAlg');
-  const digest = createHash(alg).update(parentQn).update(childName).digest();
-  return new Uint8Array(Buffer.concat([Buffer.from(childName.subarray(0, 2)), digest]));
-}
-
-interface PublicSummary {
-  readonly type: number;
-  readonly nameAlg: number;
-  readonly attributes: number;
-  readonly curve?: number;
-  readonly keyBits?: number;
-}
-
-/**
- * Minimal TPM2B_PUBLIC header read (TPM 2.0 Part 2, TPMT_PUBLIC): type, nameAlg, objectAttributes, and the
- * RSA key size or ECC curve. Only for choosing keys; the server parses the full structure with src/tpm/public.ts.
- */
-function summarizePublic(pub: Uint8Array, what: string): PublicSummary {
-  const fail = (): never => {
-    throw toolStateError('ERR_TPM_PUBLIC', `${what}: truncated or malformed TPM2B_PUBLIC`);
-  };
-  const v = new DataView(pub.buffer, pub.byteOffset, pub.byteLength);
-  let pos = 0;
-  const u16 = (): number => {
-    if (pos + 2 > pub.length) fail();
-    const x = v.getUint16(pos);
-    pos += 2;
-    return x;
-  };
-  const u32 = (): number => {
-    if (pos + 4 > pub.length) fail();
-    const x = v.getUint32(pos);
-    pos += 4;
-    return x;
-  };
-  if (u16() !== pub.length - 2) fail();
-  const type = u16();
-  const nameAlg = u16();
-  const attributes = u32();
-  pos += u16(); // authPolicy
-  const sym = u16();
-  if (sym !== TPM_ALG.null) {
-    u16();
-    u16();
+/** Parses a TPM2B_PUBLIC the TPM returned (src/tpm/public.ts); a malformed one is a device-state error here. */
+function parsePublic(pub: Uint8Array, what: string): TpmPublic {
+  try {
+    return parseTpm2bPublic(pub);
+  } catch (err) {
+    throw new PreconditionFailed('ERR_TPM_PUBLIC', `${what}: TPM2B_PUBLIC does not parse`, { cause: err });
   }
-  const scheme = u16();
-  if (type === TPM_ALG.rsa) {
-    if (scheme !== TPM_ALG.null) u16();
-    const keyBits = u16();
-    u32();
-    return { type, nameAlg, attributes, keyBits };
-  }
-  if (type === TPM_ALG.ecc) {
-    if (scheme !== TPM_ALG.null) {
-      u16();
-      if (scheme === TPM_ALG.ecdaa) u16();
-    }
-    const curve = u16();
-    return { type, nameAlg, attributes, curve };
-  }
-  return { type, nameAlg, attributes };
 }
 
 function checkEkPublic(pub: Uint8Array, kind: EkKind, handle: number): void {
-  const s = summarizePublic(pub, `EK at ${hex32(handle)}`);
-  const wantType = kind === 'rsa' ? TPM_ALG.rsa : TPM_ALG.ecc;
-  const wantCurve = kind === 'ecc-p256' ? ECC_CURVE.p256 : kind === 'ecc-p384' ? ECC_CURVE.p384 : undefined;
-  if (s.type !== wantType || (wantCurve !== undefined && s.curve !== wantCurve)) {
-    throw toolStateError('ERR_TPM_EK_INVALID', `key at ${hex32(handle)} is not an EK of kind ${kind}`);
-  }
-  if ((s.attributes & EK_REQUIRED_ATTRS) !== EK_REQUIRED_ATTRS || (s.attributes & TPMA.sign) !== 0) {
+  const p = parsePublic(pub, `EK at ${hex32(handle)}`);
+  const wantCurve = kind === 'ecc-p256' ? 'P-256' : kind === 'ecc-p384' ? 'P-384' : undefined;
+  const typeOk = kind === 'rsa' ? p.type === 'rsa' : p.type === 'ecc' && p.curve.jwkName === wantCurve;
+  if (!typeOk) throw toolStateError('ERR_TPM_EK_INVALID', `key at ${hex32(handle)} is not an EK of kind ${kind}`);
+  if ((p.attributes & EK_REQUIRED_ATTRS) !== EK_REQUIRED_ATTRS || (p.attributes & TPMA.sign) !== 0) {
     throw toolStateError('ERR_TPM_EK_INVALID', `key at ${hex32(handle)} is not a restricted decryption key (EK)`);
   }
 }
 
+/** The driver's own AK check (agent side: PreconditionFailed); the server runs activation.checkAkAttributes. */
 function checkAkPublic(pub: Uint8Array, alg: AkAlg, handle: number): void {
-  const s = summarizePublic(pub, `AK at ${hex32(handle)}`);
-  const wantType = alg === 'rsa' ? TPM_ALG.rsa : TPM_ALG.ecc;
-  if (s.type !== wantType) throw toolStateError('ERR_TPM_AK_INVALID', `key at ${hex32(handle)} is not an ${alg} key`);
+  const p = parsePublic(pub, `AK at ${hex32(handle)}`);
+  if (p.type !== alg) throw toolStateError('ERR_TPM_AK_INVALID', `key at ${hex32(handle)} is not an ${alg} key`);
   const required = ['restricted', 'sign', 'fixedTPM', 'fixedParent', 'sensitiveDataOrigin'] as const;
-  const missing = required.filter((k) => (s.attributes & TPMA[k]) === 0);
-  if (missing.length > 0 || (s.attributes & TPMA.decrypt) !== 0) {
+  const missing = required.filter((k) => (p.attributes & TPMA[k]) === 0);
+  if (missing.length > 0 || (p.attributes & TPMA.decrypt) !== 0) {
     const rule = missing.length > 0 ? `lacks ${missing.join(', ')}` : 'has decrypt';
     throw toolStateError('ERR_TPM_AK_INVALID', `key at ${hex32(handle)} is not an attestation key: ${rule}`);
   }
