@@ -4,6 +4,7 @@
  */
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -275,6 +276,33 @@ describe('resource hygiene, errors and concurrency', () => {
     expect((err as TpmToolFailed).grpcCode).toBe(13);
     expect((err as TpmToolFailed).message).toMatch(/^tpm2_quote failed with exit code \d+: .*tcti/i);
     expect(await tpm.readPcrs('sha256:0')).toHaveLength(32);
+  });
+
+  it('a TPM that never answers fails with a timeout (TpmToolFailed), and the device queue keeps going', async () => {
+    const sock = join(work, 'mute.sock');
+    const held: Socket[] = [];
+    // tcti-swtpm connects to <path> and <path>.ctrl; both accept and never answer.
+    const servers = [sock, `${sock}.ctrl`].map((p) => {
+      const server = createServer((c) => held.push(c));
+      return { server, listening: new Promise<void>((r) => server.listen(p, r)) };
+    });
+    await Promise.all(servers.map((x) => x.listening));
+    try {
+      const mute = new Tpm2Tools({ tcti: `swtpm:path=${sock}`, timeoutMs: 300 });
+      const t0 = performance.now();
+      const [first, second] = await Promise.allSettled([mute.readPcrs('sha256:0'), mute.readPcrs('sha256:1')]);
+      expect(performance.now() - t0).toBeLessThan(10_000);
+      for (const r of [first, second]) {
+        expect(r.status).toBe('rejected');
+        const err = (r as PromiseRejectedResult).reason as TpmToolFailed;
+        expect(err).toBeInstanceOf(TpmToolFailed);
+        expect(err.code).toBe('ERR_TPM_TOOL');
+        expect(err.message).toMatch(/^tpm2_pcrread timed out after 300 ms/);
+      }
+    } finally {
+      held.forEach((c) => c.destroy());
+      await Promise.all(servers.map(({ server }) => new Promise<void>((r) => server.close(() => r()))));
+    }
   });
 
   it('refuses a malformed TCTI at construction with InvalidConfig', () => {
