@@ -176,12 +176,13 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     // No pod UID in the cgroup path and a runtime socket to ask: a short look in the index (one shared
     // refresh), then the runtime. This is the plain-container-on-a-Kubernetes-node case.
     const hasRuntime = s.cri !== undefined || s.docker !== undefined || (located.runtime === 'podman' && s.config.podmanEnabled);
-    const deadline = podUid === undefined && hasRuntime ? 0 : s.config.missRetryDeadlineMs;
+    const runtimeFallback = podUid === undefined && hasRuntime;
+    const deadline = runtimeFallback ? 0 : s.config.missRetryDeadlineMs;
     let found;
     try {
       found = await index.resolve(q, deadline, signal);
     } catch (err) {
-      if (deadline === 0 && (err as { code?: string }).code === WorkloadErrorCode.POD_NOT_FOUND) {
+      if (runtimeFallback && (err as { code?: string }).code === WorkloadErrorCode.POD_NOT_FOUND) {
         return this.#fromRuntime(s, located, signal, 'runtime');
       }
       throw err;
