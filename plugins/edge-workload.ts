@@ -1,0 +1,9 @@
+// SPIRE agent WorkloadAttestor "edge_workload" (k8s-compatible selectors for Kubernetes and KubeEdge).
+// Thin entry point: the cookie check comes first, before the runtime loads.
+import { requireHandshakeEnvironment } from '../src/plugin/cookie.js';
+
+requireHandshakeEnvironment('WorkloadAttestor');
+
+void Promise.all([import('../src/plugin/serve.js'), import('../src/workload/attestor.js')]).then(([{ runPlugin }, { EdgeWorkloadAttestor }]) =>
+  runPlugin({ type: 'WorkloadAttestor', role: 'agent', create: (ctx) => new EdgeWorkloadAttestor(ctx) }, 'edge-workload'),
+);
