@@ -1,0 +1,239 @@
+/**
+ * Agent side of NodeAttestor "tpm". Only this side touches the TPM (through src/tpm/tools.ts):
+ * it sends the EK (certificate and public area), the persisted AK's public area, the measured-boot
+ * event log read fresh at every attestation, and answers the server's challenge with
+ * ActivateCredential plus a quote over the PCRs the server asked for, using the server's nonce.
+ */
+import { readFile } from 'node:fs/promises';
+import { InvalidConfig, MalformedInput, NotConfigured } from '../errors.js';
+import { block, parseConfig, z } from '../plugin/config-schema.js';
+import type { AgentAttestationSession, AgentNodeAttestor, CoreConfig, Logger } from '../plugin/types.js';
+import { PcrSelection } from '../tpm/pcrs.js';
+import { type AkAlg, type EkKind, Tpm2Tools, type TpmDevice } from '../tpm/tools.js';
+import { decodeChallenge, encodePayload, encodeResponse } from './wire.js';
+
+export const DEFAULT_EVENT_LOG_PATH = '/sys/kernel/security/tpm0/binary_bios_measurements';
+const MAX_LOG_FILE_BYTES = 8 * 1024 * 1024;
+/**
+ * Default persistent AK handles, one per (EK kind, AK algorithm) so switching ek_kind never picks up an
+ * AK that belongs to another EK. Owner range (TCG handle registry: 0x81000000-0x8100FFFF), clear of the
+ * EK handles in 0x81010000-0x8101FFFF.
+ */
+export const DEFAULT_AK_HANDLES: Readonly<Record<EkKind, Readonly<Record<AkAlg, number>>>> = {
+  rsa: { rsa: 0x81000a01, ecc: 0x81000a02 },
+  'ecc-p256': { rsa: 0x81000a03, ecc: 0x81000a04 },
+  'ecc-p384': { rsa: 0x81000a05, ecc: 0x81000a06 },
+};
+/** Preference when ek_kind = "auto": the first kind whose EK certificate is provisioned in NV. */
+const AUTO_EK_ORDER: readonly EkKind[] = ['rsa', 'ecc-p384', 'ecc-p256'];
+
+const handle = z.union([
+  z.number().int().min(0x81000000).max(0x81ffffff),
+  z
+    .string()
+    .regex(/^0x81[0-9a-fA-F]{6}$/, 'expected a persistent handle such as "0x81010002"')
+    .transform((s) => Number.parseInt(s, 16)),
+]);
+
+const agentConfigSchema = z.strictObject({
+  tpm_tcti: z.string().default('device:/dev/tpmrm0'),
+  ek_kind: z.enum(['auto', 'rsa', 'ecc-p256', 'ecc-p384']).default('auto'),
+  ak_alg: z.enum(['rsa', 'ecc']).default('ecc'),
+  ak_handle: handle.optional(),
+  event_log_path: z.string().min(1).default(DEFAULT_EVENT_LOG_PATH),
+  /** Send the IMA log too (the server may use it later for runtime integrity). */
+  ima_log_path: z.string().min(1).optional(),
+  /** Certificates to send along with the EK certificate (PEM or DER files). */
+  ek_intermediates: z.array(z.string().min(1)).max(8).default([]),
+  send_ek_certificate: z.boolean().default(true),
+  tpm_timeout: z.number().int().min(1).max(600).default(30),
+  tpm: block(z.strictObject({ work_dir: z.string().optional() })).optional(),
+});
+export type TpmAgentConfig = z.output<typeof agentConfigSchema>;
+
+export interface TpmAgentOptions {
+  /** Injects a TPM (tests); by default a Tpm2Tools driver is built from `tpm_tcti`. */
+  readonly device?: (config: TpmAgentConfig) => TpmDevice;
+  readonly readFile?: (path: string) => Promise<Uint8Array>;
+}
+
+interface Identity {
+  readonly ekKind: EkKind;
+  readonly ekHandle: number;
+  readonly ekPublic: Uint8Array;
+  readonly ekCertificate: Uint8Array | undefined;
+  readonly akHandle: number;
+  readonly akPublic: Uint8Array;
+}
+
+interface AgentState {
+  readonly config: TpmAgentConfig;
+  readonly device: TpmDevice;
+  readonly intermediates: Uint8Array[];
+  identity?: Promise<Identity>;
+}
+
+function parsePemOrDer(bytes: Uint8Array, path: string): Uint8Array[] {
+  const text = Buffer.from(bytes).toString('latin1');
+  if (!text.includes('-----BEGIN')) return [bytes];
+  const blocks = [...text.matchAll(/-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g)];
+  if (blocks.length === 0) throw new InvalidConfig('ERR_CONFIG_EK_INTERMEDIATES', `${path} holds no PEM certificate`);
+  return blocks.map((m) => new Uint8Array(Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')));
+}
+
+export class TpmAgentAttestor implements AgentNodeAttestor {
+  readonly #log: Logger;
+  readonly #options: TpmAgentOptions;
+  #state: AgentState | undefined;
+
+  constructor(log: Logger, options: TpmAgentOptions = {}) {
+    this.#log = log;
+    this.#options = options;
+  }
+
+  async configure(raw: Record<string, unknown>, _core: CoreConfig): Promise<void> {
+    const config = parseConfig(agentConfigSchema, raw, 'tpm agent');
+    const read = this.#options.readFile ?? ((p: string) => readFile(p).then((b) => new Uint8Array(b)));
+    const intermediates: Uint8Array[] = [];
+    for (const path of config.ek_intermediates) {
+      const bytes = await read(path).catch((err: Error) => {
+        throw new InvalidConfig('ERR_CONFIG_EK_INTERMEDIATES', `ek_intermediates: cannot read ${path}: ${err.message}`);
+      });
+      intermediates.push(...parsePemOrDer(bytes, path));
+    }
+    const device =
+      this.#options.device?.(config) ??
+      new Tpm2Tools({
+        tcti: config.tpm_tcti,
+        timeoutMs: config.tpm_timeout * 1000,
+        ...(config.tpm?.work_dir ? { workDir: config.tpm.work_dir } : {}),
+        log: (msg, fields) => this.#log.debug(msg, fields),
+      });
+    const previous = this.#state;
+    this.#state = { config, device, intermediates };
+    if (previous && previous.device !== device && previous.device instanceof Tpm2Tools) previous.device.close();
+  }
+
+  async validate(raw: Record<string, unknown>): Promise<string[]> {
+    try {
+      parseConfig(agentConfigSchema, raw, 'tpm agent');
+      return [];
+    } catch (err) {
+      return [(err as Error).message];
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#state?.device instanceof Tpm2Tools) this.#state.device.close();
+  }
+
+  async begin(_signal: AbortSignal): Promise<AgentAttestationSession> {
+    const state = this.#state;
+    if (!state) throw new NotConfigured('ERR_NOT_CONFIGURED', 'tpm agent attestor is not configured');
+    const identity = await this.#identity(state);
+    const read = this.#options.readFile ?? ((p: string) => readFile(p).then((b) => new Uint8Array(b)));
+    // Read the logs fresh every time: a re-attestation must reflect the current boot.
+    const eventLog = await this.#readLog(read, state.config.event_log_path, 'event log');
+    const imaLog = state.config.ima_log_path ? await this.#readLog(read, state.config.ima_log_path, 'IMA log') : undefined;
+    const properties = await state.device.properties().catch(() => undefined);
+    const payload = encodePayload({
+      ek_pub: identity.ekPublic,
+      ...(identity.ekCertificate ? { ek_cert: identity.ekCertificate } : {}),
+      ...(identity.ekCertificate && state.intermediates.length ? { ek_intermediates: state.intermediates } : {}),
+      ak_pub: identity.akPublic,
+      ...(eventLog ? { event_log: eventLog } : {}),
+      ...(imaLog ? { ima_log: imaLog } : {}),
+      ...(properties
+        ? {
+            tpm: {
+              manufacturer: properties.manufacturer,
+              vendor: properties.vendorStrings.join(''),
+              firmware_version: properties.firmwareVersion,
+            },
+          }
+        : {}),
+    });
+    return {
+      payload,
+      respond: async (challengeBytes) => {
+        const challenge = decodeChallenge(challengeBytes);
+        // Validate the server's request before the TPM sees it.
+        const selection = PcrSelection.parse(challenge.pcrs);
+        if (challenge.nonce.length < 16 || challenge.nonce.length > 64) {
+          throw new MalformedInput('ERR_WIRE_FIELD', `challenge nonce must be 16..64 bytes, got ${challenge.nonce.length}`);
+        }
+        const secret = await state.device.activateCredential({
+          akHandle: identity.akHandle,
+          ekHandle: identity.ekHandle,
+          ekKind: identity.ekKind,
+          credentialBlob: challenge.credential,
+        });
+        const quote = await state.device.quote({ akHandle: identity.akHandle, selection: selection.toString(), nonce: challenge.nonce });
+        return encodeResponse({ secret, attest: quote.attest, signature: quote.signature, pcr_values: quote.pcrValues });
+      },
+    };
+  }
+
+  /** EK and AK are looked up (and the AK created and persisted) once per configuration. */
+  #identity(state: AgentState): Promise<Identity> {
+    state.identity ??= this.#loadIdentity(state).catch((err: unknown) => {
+      state.identity = undefined; // retry on the next attestation
+      throw err;
+    });
+    return state.identity;
+  }
+
+  async #loadIdentity(state: AgentState): Promise<Identity> {
+    const { config, device } = state;
+    let ekKind: EkKind;
+    let certificate: Uint8Array | undefined;
+    if (config.ek_kind === 'auto') {
+      ekKind = 'rsa';
+      for (const kind of AUTO_EK_ORDER) {
+        const cert = await device.readEkCertificate(kind);
+        if (cert) {
+          ekKind = kind;
+          certificate = cert;
+          break;
+        }
+      }
+    } else {
+      ekKind = config.ek_kind;
+      certificate = await device.readEkCertificate(ekKind);
+    }
+    if (!config.send_ek_certificate) certificate = undefined;
+    const ek = await device.ekPublic(ekKind);
+    const akAlg: AkAlg = config.ak_alg;
+    const ak = await device.ensureAk({ handle: config.ak_handle ?? DEFAULT_AK_HANDLES[ekKind][akAlg], ekHandle: ek.handle, alg: akAlg });
+    this.#log.info('TPM identity ready', {
+      ek_kind: ekKind,
+      ek_handle: `0x${ek.handle.toString(16)}`,
+      ek_certificate: certificate !== undefined,
+      ak_handle: `0x${ak.handle.toString(16)}`,
+    });
+    return {
+      ekKind,
+      ekHandle: ek.handle,
+      ekPublic: ek.publicArea,
+      ekCertificate: certificate,
+      akHandle: ak.handle,
+      akPublic: ak.publicArea,
+    };
+  }
+
+  async #readLog(read: (p: string) => Promise<Uint8Array>, path: string, what: string): Promise<Uint8Array | undefined> {
+    try {
+      const bytes = await read(path);
+      if (bytes.length > MAX_LOG_FILE_BYTES) {
+        throw new MalformedInput('ERR_LOG_TOO_LARGE', `${what} ${path} is ${bytes.length} bytes, more than ${MAX_LOG_FILE_BYTES}`);
+      }
+      return bytes;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.#log.warn(`No ${what} at ${path}; attesting without it`, { path });
+        return undefined;
+      }
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * Is this EK one we trust? Either its certificate chains to a configured manufacturer CA (and
+ * certifies exactly the EK key the agent sent), or the hash of its public key is allowlisted.
+ * Loading fails closed: a configured path that is missing, of the wrong kind or empty is a
+ * configuration error, never "trust everyone".
+ */
+import { AttestationRefused } from '../errors.js';
+import { ekPubHash, publicToSpkiDer, type TpmPublic } from '../tpm/public.js';
+import { loadEkTrustStore } from '../tpm/ek-store-loader.js';
+import {
+  checkEkCertMatchesPublic,
+  ERR_EK_KEY_MISMATCH,
+  parseEkCertificate,
+  verifyEkCertificate,
+  type EkTrustStore,
+} from '../tpm/ek.js';
+
+export interface TrustedEk {
+  /** hex sha256 of the PKIX EK public key. */
+  readonly pubHash: string;
+  readonly spki: Uint8Array;
+  readonly via: 'certificate' | 'allowlist';
+  /** Present only when the certificate chain verified. */
+  readonly certificate?: {
+    readonly manufacturer?: string;
+    readonly model?: string;
+    readonly version?: string;
+    readonly rootSubjectCn?: string;
+  };
+}
+
+export interface EkEvidence {
+  readonly ekPublic: TpmPublic;
+  readonly certificate: Uint8Array | undefined;
+  readonly intermediates: readonly Uint8Array[];
+  readonly now: Date;
+}
+
+export class EkTrust {
+  readonly #store: EkTrustStore | undefined;
+  readonly #allowlist: ReadonlySet<string>;
+
+  private constructor(store: EkTrustStore | undefined, allowlist: ReadonlySet<string>) {
+    this.#store = store;
+    this.#allowlist = allowlist;
+  }
+
+  static async load(options: {
+    caPaths: readonly string[];
+    hashAllowlist: readonly string[];
+  }): Promise<EkTrust> {
+    const store = options.caPaths.length ? await loadEkTrustStore(options.caPaths) : undefined;
+    return new EkTrust(store, new Set(options.hashAllowlist.map((h) => h.toLowerCase())));
+  }
+
+  async verify(evidence: EkEvidence): Promise<TrustedEk> {
+    const spki = publicToSpkiDer(evidence.ekPublic);
+    const pubHash = ekPubHash(spki);
+    const node = pubHash.slice(0, 16);
+    let certificateFailure: AttestationRefused | undefined;
+    if (evidence.certificate && this.#store) {
+      // Malformed certificates are INVALID_ARGUMENT and propagate; refusals may still be rescued by the allowlist.
+      const leaf = parseEkCertificate(evidence.certificate);
+      const intermediates = evidence.intermediates.map((der) => parseEkCertificate(der));
+      try {
+        // A certificate for another key is never rescued: it is evidence of tampering.
+        checkEkCertMatchesPublic(leaf, spki);
+        const verified = await verifyEkCertificate(leaf, this.#store, { now: evidence.now, intermediates });
+        return {
+          pubHash,
+          spki,
+          via: 'certificate',
+          certificate: {
+            ...(verified.manufacturer ? { manufacturer: verified.manufacturer } : {}),
+            ...(verified.model ? { model: verified.model } : {}),
+            ...(verified.version ? { version: verified.version } : {}),
+            ...(verified.rootSubjectCn ? { rootSubjectCn: verified.rootSubjectCn } : {}),
+          },
+        };
+      } catch (err) {
+        if (!(err instanceof AttestationRefused) || err.code === ERR_EK_KEY_MISMATCH) throw withNode(err, node);
+        certificateFailure = withNode(err, node) as AttestationRefused;
+      }
+    }
+    if (this.#allowlist.has(pubHash)) return { pubHash, spki, via: 'allowlist' };
+    if (certificateFailure) throw certificateFailure;
+    throw new AttestationRefused(
+      'ERR_EK_UNTRUSTED',
+      evidence.certificate
+        ? `node ${node}: EK ${pubHash} is not on the allowlist and no EK CA is configured`
+        : `node ${node}: EK ${pubHash} sent no certificate and is not on the allowlist`,
+      { fields: { rule: 'ek trust', ek_hash: pubHash } },
+    );
+  }
+}
+
+/** Prefixes the node to a refusal's message so the audit line says whose EK failed. */
+function withNode(err: unknown, node: string): unknown {
+  if (err instanceof AttestationRefused && !err.message.startsWith('node ')) {
+    return new AttestationRefused(err.code, `node ${node}: ${err.message}`, { fields: err.fields, cause: err });
+  }
+  return err;
+}

@@ -1,0 +1,41 @@
+/**
+ * Node selectors, all derived from verified data. Values only: SPIRE prefixes the plugin name
+ * (`tpm:pub_hash:…`). `pub_hash` matches spire-tpm-plugin, so migrated entries keep working.
+ */
+import { createHash } from 'node:crypto';
+import type { BootFacts } from '../tpm/bootfacts.js';
+import { toHex } from '../tpm/bytes.js';
+import type { QuotedPcrs } from '../tpm/quote.js';
+import type { TrustedEk } from './ek-trust.js';
+
+export interface SelectorInputs {
+  readonly ek: TrustedEk;
+  readonly quoted: QuotedPcrs;
+  /** sha256 PCR indices to export; undefined = every quoted sha256 PCR. */
+  readonly selectorPcrs: readonly number[] | undefined;
+  readonly facts: BootFacts | undefined;
+  readonly passedPolicies: readonly string[];
+}
+
+export function nodeSelectors(input: SelectorInputs): string[] {
+  const out: string[] = [`pub_hash:${input.ek.pubHash}`];
+  const cert = input.ek.certificate;
+  if (cert) {
+    if (cert.manufacturer) out.push(`ek_manufacturer:${cert.manufacturer}`);
+    if (cert.model) out.push(`ek_model:${cert.model}`);
+    if (cert.version) out.push(`ek_version:${cert.version}`);
+    if (cert.rootSubjectCn) out.push(`ek_ca:${cert.rootSubjectCn}`);
+  }
+  if (input.facts) out.push(`secureboot:${input.facts.secureBoot.enabled ? 'enabled' : 'disabled'}`);
+  const bank = input.quoted.bank('sha256');
+  const indices = input.selectorPcrs ?? [...bank.keys()];
+  for (const index of [...indices].sort((a, b) => a - b)) {
+    const value = bank.get(index);
+    if (value) out.push(`pcr:sha256:${index}:${toHex(value)}`);
+  }
+  for (const name of input.passedPolicies) out.push(`policy:${name}`);
+  for (const line of input.facts?.kernelCommandLines ?? []) {
+    out.push(`kernel_cmdline_sha256:${createHash('sha256').update(line.cmdline, 'utf8').digest('hex')}`);
+  }
+  return [...new Set(out)];
+}

@@ -1,0 +1,250 @@
+/**
+ * Server side of NodeAttestor "tpm": pure TypeScript, no TPM tools. One attestation is
+ *
+ *   payload (EK, AK public, event log) → EK trust → AK checklist → challenge {credential bound to the
+ *   AK name, fresh nonce, PCR selection} → response {secret, quote} → secret (constant time) →
+ *   nonce (single use, 60 s) → quote (signature, magic, type, nonce, exact selection, PCR digest) →
+ *   event-log replay against the quoted PCRs → boot facts → policy → selectors.
+ *
+ * Every step consumes only what the step before verified. A refusal is PERMISSION_DENIED naming the
+ * node and the rule; malformed input is INVALID_ARGUMENT. One audit line is logged per decision.
+ */
+import { randomBytes as nodeRandomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { AttestationRefused, InvalidConfig, isAttestorError, NotConfigured } from '../errors.js';
+import { duration, parseConfig, z } from '../plugin/config-schema.js';
+import type { AgentAttributes, CoreConfig, Logger, ServerAttestIo, ServerNodeAttestor } from '../plugin/types.js';
+import { enforcePolicies, loadPolicies, type PolicyMatch } from './policy-gate.js';
+import type { MeasuredBootPolicy } from '../policy/policy.js';
+import { checkAkAttributes, encodeCredentialFile, makeCredential, secretsEqual } from '../tpm/activation.js';
+import { deriveBootFacts, type BootFacts } from '../tpm/bootfacts.js';
+import { parseEventLog } from '../tpm/eventlog.js';
+import { PcrSelection } from '../tpm/pcrs.js';
+import { hierarchyQualifiedName, parseTpm2bPublic, publicName, qualifiedName } from '../tpm/public.js';
+import { verifyQuote, type QuotedPcrs } from '../tpm/quote.js';
+import { replayEventLog, type VerifiedEvents } from '../tpm/replay.js';
+import { SpiffeId, TrustDomain } from '../spiffe/trust-domain.js';
+import { EkTrust, type TrustedEk } from './ek-trust.js';
+import { NonceStore } from './nonce-store.js';
+import { nodeSelectors } from './selectors.js';
+import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
+
+/** Firmware and boot loader (0-7), GRUB or systemd-boot command lines and files (8, 9). */
+export const DEFAULT_PCR_SELECTION = 'sha256:0,1,2,3,4,5,6,7,8,9';
+const SECRET_BYTES = 32;
+const NONCE_BYTES = 32;
+
+const serverConfigSchema = z
+  .strictObject({
+    /** Files or directories of EK roots and intermediates (PEM or DER). */
+    ek_ca_path: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
+    /** sha256 hex of the PKIX EK public key (spire-tpm-plugin's pub_hash). */
+    ek_hash_allowlist: z.array(z.string().regex(/^[0-9a-fA-F]{64}$/, 'expected 64 hex digits')).optional(),
+    /** PCRs the agent must quote. */
+    pcr_selection: z.string().default(DEFAULT_PCR_SELECTION),
+    /** PCR indices (of the sha256 bank) exported as pcr:sha256:<i>:<hex> selectors; default: all quoted sha256 PCRs. */
+    selector_pcrs: z.array(z.number().int().min(0).max(23)).optional(),
+    /** Refuse agents that send no measured-boot event log. */
+    require_event_log: z.boolean().default(true),
+    /** Measured-boot policy file (YAML or JSON). */
+    policy_path: z.string().min(1).optional(),
+    /** any: at least one policy must pass; all: every policy must pass; report: selectors only. */
+    policy_match: z.enum(['any', 'all', 'report']).default('any'),
+    nonce_ttl: duration().default(60_000),
+    /** The plugin name in SPIRE's config; agent IDs are /spire/agent/<name>/<ek hash>. */
+    plugin_name: z.string().regex(/^[A-Za-z0-9._-]+$/).default('tpm'),
+  })
+  .refine((c) => c.ek_ca_path !== undefined || (c.ek_hash_allowlist !== undefined && c.ek_hash_allowlist.length > 0), {
+    message: 'set ek_ca_path, ek_hash_allowlist or both: without either no EK could be trusted',
+  });
+export type TpmServerConfig = z.output<typeof serverConfigSchema>;
+
+export interface TpmServerOptions {
+  readonly now?: () => Date;
+  readonly randomBytes?: (size: number) => Uint8Array;
+  readonly readFile?: (path: string) => Promise<Uint8Array>;
+}
+
+interface ServerState {
+  readonly config: TpmServerConfig;
+  readonly trustDomain: TrustDomain;
+  readonly selection: PcrSelection;
+  readonly ekTrust: EkTrust;
+  readonly policies: readonly MeasuredBootPolicy[];
+  readonly policyMatch: PolicyMatch;
+  readonly nonces: NonceStore;
+}
+
+export class TpmServerAttestor implements ServerNodeAttestor {
+  readonly #log: Logger;
+  readonly #now: () => Date;
+  readonly #random: (size: number) => Uint8Array;
+  readonly #readFile: (path: string) => Promise<Uint8Array>;
+  #state: ServerState | undefined;
+
+  constructor(log: Logger, options: TpmServerOptions = {}) {
+    this.#log = log;
+    this.#now = options.now ?? (() => new Date());
+    this.#random = options.randomBytes ?? ((n) => new Uint8Array(nodeRandomBytes(n)));
+    this.#readFile = options.readFile ?? ((p) => readFile(p).then((b) => new Uint8Array(b)));
+  }
+
+  async configure(raw: Record<string, unknown>, core: CoreConfig): Promise<void> {
+    this.#state = await this.#load(raw, core);
+  }
+
+  async validate(raw: Record<string, unknown>, core: CoreConfig): Promise<string[]> {
+    try {
+      await this.#load(raw, core);
+      return [];
+    } catch (err) {
+      return [(err as Error).message];
+    }
+  }
+
+  async #load(raw: Record<string, unknown>, core: CoreConfig): Promise<ServerState> {
+    const config = parseConfig(serverConfigSchema, raw, 'tpm server');
+    let selection: PcrSelection;
+    try {
+      selection = PcrSelection.parse(config.pcr_selection);
+    } catch (err) {
+      throw new InvalidConfig('ERR_CONFIG_INVALID', `tpm server: key "pcr_selection": ${(err as Error).message}`);
+    }
+    const ekTrust = await EkTrust.load({
+      caPaths: config.ek_ca_path === undefined ? [] : [config.ek_ca_path].flat(),
+      hashAllowlist: config.ek_hash_allowlist ?? [],
+    });
+    const policies = config.policy_path ? await loadPolicies(config.policy_path, this.#readFile) : [];
+    if (config.policy_path && !config.require_event_log) {
+      this.#log.warn('policy_path is set but require_event_log is false: nodes without an event log skip boot policies');
+    }
+    // Keep the nonce store across reconfiguration so in-flight challenges stay single-use.
+    const nonces =
+      this.#state && this.#state.config.nonce_ttl === config.nonce_ttl
+        ? this.#state.nonces
+        : new NonceStore({ ttlMs: config.nonce_ttl, now: () => this.#now().getTime() });
+    return {
+      config,
+      trustDomain: TrustDomain.parse(core.trustDomain),
+      selection,
+      ekTrust,
+      policies,
+      policyMatch: config.policy_match,
+      nonces,
+    };
+  }
+
+  async attest(payloadBytes: Uint8Array, io: ServerAttestIo): Promise<AgentAttributes> {
+    const state = this.#state;
+    if (!state) throw new NotConfigured('ERR_NOT_CONFIGURED', 'tpm server attestor is not configured');
+    const started = performance.now();
+    const audit: Record<string, string | number | boolean | undefined> = { node_hint: io.untrustedForwardedHost };
+    try {
+      const attributes = await this.#attest(state, payloadBytes, io, audit);
+      this.#log.info('Attestation decision', {
+        ...audit,
+        outcome: 'accepted',
+        duration_ms: Math.round(performance.now() - started),
+      });
+      return attributes;
+    } catch (err) {
+      const fields = isAttestorError(err) ? err.fields : {};
+      this.#log.warn('Attestation decision', {
+        ...audit,
+        outcome: 'refused',
+        code: isAttestorError(err) ? err.code : 'ERR_INTERNAL',
+        rule: typeof fields['rule'] === 'string' ? fields['rule'] : undefined,
+        reason: (err as Error).message,
+        duration_ms: Math.round(performance.now() - started),
+      });
+      throw err;
+    }
+  }
+
+  async #attest(
+    state: ServerState,
+    payloadBytes: Uint8Array,
+    io: ServerAttestIo,
+    audit: Record<string, string | number | boolean | undefined>,
+  ): Promise<AgentAttributes> {
+    // 1. Parse everything the agent sent; nothing here is trusted yet.
+    const payload = decodePayload(payloadBytes);
+    const ekPublic = parseTpm2bPublic(payload.ek_pub);
+    const akPublic = parseTpm2bPublic(payload.ak_pub);
+    const eventLog = payload.event_log ? parseEventLog(payload.event_log) : undefined;
+
+    // 2. Is this a TPM we trust? (certificate chain or allowlisted EK key)
+    const ek: TrustedEk = await state.ekTrust.verify({
+      ekPublic,
+      certificate: payload.ek_cert,
+      intermediates: payload.ek_intermediates ?? [],
+      now: this.#now(),
+    });
+    const node = ek.pubHash.slice(0, 16);
+    audit['ek_hash'] = ek.pubHash;
+    const agentId = SpiffeId.fromSegments(state.trustDomain, 'spire', 'agent', state.config.plugin_name, ek.pubHash).toString();
+    audit['agent_id'] = agentId;
+
+    if (!eventLog && state.config.require_event_log) {
+      throw new AttestationRefused('ERR_EVENTLOG_MISSING', `node ${node}: no measured-boot event log was sent and require_event_log is on`, {
+        fields: { rule: 'require_event_log' },
+      });
+    }
+
+    // 3. The AK must be a restricted, TPM-resident signing key before anything is bound to it.
+    checkAkAttributes(akPublic);
+    const akName = publicName(akPublic);
+
+    // 4. One round: a credential only the TPM holding this EK and an object named akName can open,
+    //    plus a fresh nonce for the quote.
+    const secret = this.#random(SECRET_BYTES);
+    const nonce = this.#random(NONCE_BYTES);
+    const credential = makeCredential({ ekPublic, akName, secret, randomBytes: this.#random });
+    state.nonces.issue(nonce);
+    const responseBytes = await io.challenge(
+      encodeChallenge({ credential: encodeCredentialFile(credential), nonce, pcrs: state.selection.toString() }),
+    );
+    const response = decodeResponse(responseBytes);
+
+    // 5. Freshness and residency: the nonce is spent now, whatever happens next.
+    state.nonces.consume(nonce, node);
+    if (!secretsEqual(secret, response.secret)) {
+      throw new AttestationRefused('ERR_CREDENTIAL_SECRET', `node ${node}: credential activation failed: the AK is not in the TPM holding this EK`, {
+        fields: { rule: 'credential activation' },
+      });
+    }
+
+    // 6. The quote: signed by that AK, over exactly the PCRs we asked for, with our nonce.
+    const quoted: QuotedPcrs = verifyQuote({
+      akPublic,
+      attestBytes: response.attest,
+      signatureBytes: response.signature,
+      pcrValues: response.pcr_values,
+      expectedSelection: state.selection,
+      nonce,
+      expectedQualifiedSigner: qualifiedName(qualifiedName(hierarchyQualifiedName(), ekPublic), akPublic),
+    });
+
+    // 7. Measured boot: the log counts only where it replays to quoted PCRs.
+    let verified: VerifiedEvents | undefined;
+    let facts: BootFacts | undefined;
+    if (eventLog) {
+      verified = replayEventLog(eventLog, quoted);
+      facts = deriveBootFacts(verified);
+      audit['secure_boot'] = facts.secureBoot.state;
+      if (verified.appliedQuirks.length) audit['quirks'] = verified.appliedQuirks.map((q) => q.id).join(',');
+    }
+    const passedPolicies = enforcePolicies(state.policies, state.policyMatch, facts, verified, node);
+    if (passedPolicies.length) audit['policies'] = passedPolicies.join(',');
+
+    const selectorValues = nodeSelectors({
+      ek,
+      quoted,
+      selectorPcrs: state.config.selector_pcrs,
+      facts,
+      passedPolicies,
+    });
+    return { spiffeId: agentId, selectorValues, canReattest: true };
+  }
+}
+

@@ -1,0 +1,102 @@
+/**
+ * The TPM attestor's messages between agent and server, inside SPIRE's opaque payload and
+ * challenge bytes. JSON with base64 fields, versioned, size-capped and strictly validated: the
+ * server parses every TPM structure again and trusts nothing here until it is verified.
+ */
+import { MalformedInput } from '../errors.js';
+import { z } from '../plugin/config-schema.js';
+
+export const WIRE_VERSION = 1;
+/** Event logs are typically < 100 KiB; IMA logs can reach megabytes. */
+export const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
+export const MAX_CHALLENGE_BYTES = 64 * 1024;
+export const MAX_RESPONSE_BYTES = 64 * 1024;
+
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+function b64(maxBytes: number) {
+  return z
+    .string()
+    .max(Math.ceil(maxBytes / 3) * 4 + 4)
+    .refine((s) => s.length % 4 === 0 && BASE64.test(s), 'expected base64')
+    .transform((s) => new Uint8Array(Buffer.from(s, 'base64')));
+}
+
+const payloadSchema = z.strictObject({
+  v: z.literal(WIRE_VERSION),
+  ek_pub: b64(4096),
+  ek_cert: b64(16 * 1024).optional(),
+  ek_intermediates: z.array(b64(16 * 1024)).max(8).optional(),
+  ak_pub: b64(4096),
+  event_log: b64(8 * 1024 * 1024).optional(),
+  ima_log: b64(8 * 1024 * 1024).optional(),
+  tpm: z
+    .strictObject({
+      manufacturer: z.string().max(64),
+      vendor: z.string().max(128),
+      firmware_version: z.string().max(32),
+    })
+    .optional(),
+});
+
+const challengeSchema = z.strictObject({
+  v: z.literal(WIRE_VERSION),
+  credential: b64(4096),
+  nonce: b64(64),
+  pcrs: z.string().max(256),
+});
+
+const responseSchema = z.strictObject({
+  v: z.literal(WIRE_VERSION),
+  secret: b64(64),
+  attest: b64(4096),
+  signature: b64(4096),
+  pcr_values: b64(24 * 64 * 4),
+});
+
+export type AttestationPayload = z.output<typeof payloadSchema>;
+export type AttestationChallenge = z.output<typeof challengeSchema>;
+export type ChallengeResponse = z.output<typeof responseSchema>;
+
+type Encodable = Record<string, unknown>;
+/** Encoder inputs accept any Uint8Array view (the decoders produce fresh ArrayBuffer-backed copies). */
+type Loose<T> = { [K in keyof T]: T[K] extends Uint8Array | undefined ? Uint8Array | Extract<T[K], undefined> : T[K] extends Uint8Array[] | undefined ? Uint8Array[] | Extract<T[K], undefined> : T[K] };
+
+function toJsonValue(value: unknown): unknown {
+  // Converted before JSON.stringify: a Buffer's own toJSON would otherwise win over any replacer.
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
+  if (Array.isArray(value)) return value.map(toJsonValue);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined).map(([k, v]) => [k, toJsonValue(v)]));
+  }
+  return value;
+}
+
+function encode(message: Encodable): Uint8Array {
+  return new Uint8Array(Buffer.from(JSON.stringify(toJsonValue(message)), 'utf8'));
+}
+
+function decode<T extends z.ZodType>(what: string, schema: T, bytes: Uint8Array, maxBytes: number): z.output<T> {
+  if (bytes.length > maxBytes) throw new MalformedInput('ERR_WIRE_TOO_LARGE', `${what} is ${bytes.length} bytes, more than ${maxBytes}`);
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    throw new MalformedInput('ERR_WIRE_SYNTAX', `${what} is not UTF-8 JSON`);
+  }
+  const result = schema.safeParse(json);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const where = issue.path.length ? `field "${issue.path.join('.')}"` : 'message';
+    const detail = issue.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.join(', ')}` : issue.message;
+    throw new MalformedInput('ERR_WIRE_FIELD', `${what}: ${where}: ${detail}`);
+  }
+  return result.data;
+}
+
+export const encodePayload = (p: Loose<Omit<AttestationPayload, 'v'>>) => encode({ v: WIRE_VERSION, ...p });
+export const decodePayload = (b: Uint8Array) => decode('attestation payload', payloadSchema, b, MAX_PAYLOAD_BYTES);
+export const encodeChallenge = (c: Loose<Omit<AttestationChallenge, 'v'>>) => encode({ v: WIRE_VERSION, ...c });
+export const decodeChallenge = (b: Uint8Array) => decode('challenge', challengeSchema, b, MAX_CHALLENGE_BYTES);
+export const encodeResponse = (r: Loose<Omit<ChallengeResponse, 'v'>>) => encode({ v: WIRE_VERSION, ...r });
+export const decodeResponse = (b: Uint8Array) => decode('challenge response', responseSchema, b, MAX_RESPONSE_BYTES);
