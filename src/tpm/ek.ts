@@ -17,7 +17,8 @@
  * It does not prove that the agent holds the EK's private key: credential activation (activation.ts) does.
  * This module reads no file: `ek-store-loader.ts` reads `ek_ca_path`.
  */
-import './reflect-metadata-shim.js';
+// @peculiar/x509 resolves its providers through tsyringe, which needs the Reflect metadata API installed first.
+import 'reflect-metadata';
 import { Buffer } from 'node:buffer';
 import { timingSafeEqual } from 'node:crypto';
 import {
