@@ -7,6 +7,8 @@ import { evaluatePolicies } from '../policy/evaluate.js';
 import { parsePolicyFile, type MeasuredBootPolicy } from '../policy/policy.js';
 import type { BootFacts } from '../tpm/bootfacts.js';
 import type { VerifiedEvents } from '../tpm/replay.js';
+import { HashAlg } from '../tpm/alg.js';
+import type { PcrSelection } from '../tpm/pcrs.js';
 
 export type PolicyMatch = 'any' | 'all' | 'report';
 
@@ -18,6 +20,36 @@ export async function loadPolicies(path: string, readFile: (p: string) => Promis
     throw new InvalidConfig('ERR_CONFIG_POLICY', `tpm server: key "policy_path": cannot read ${path}: ${(err as Error).message}`);
   }
   return parsePolicyFile(Buffer.from(bytes).toString('utf8'));
+}
+
+/**
+ * Facts come only from events on quoted PCRs, so a rule whose PCRs are not in the selection could
+ * never pass (or, worse, would be silently vacuous). Refuse such a configuration at Configure.
+ */
+export function checkPoliciesAgainstSelection(policies: readonly MeasuredBootPolicy[], selection: PcrSelection): void {
+  const quoted = (index: number) => selection.banks.some((bank) => selection.has(bank.hash, index));
+  for (const policy of policies) {
+    const need: Array<[rule: string, satisfied: boolean, pcrs: string]> = [];
+    for (const [bank, values] of policy.pcrs) {
+      for (const index of values.keys()) {
+        const alg = HashAlg.parse(bank);
+        need.push([`pcrs ${bank}:${index}`, selection.has(alg, index), `${bank}:${index}`]);
+      }
+    }
+    if (policy.secureBoot) need.push(['secure_boot', quoted(7), '7']);
+    if (policy.bootApplications) need.push(['boot_applications', quoted(4), '4']);
+    if (policy.kernels) need.push(['kernels', quoted(9), '9']);
+    if (policy.kernelCmdline) need.push(['kernel_cmdline', quoted(8) || quoted(12), '8 or 12']);
+    if (policy.bootLoader) need.push(['boot_loader', quoted(8) || quoted(9), '8 or 9']);
+    for (const [rule, satisfied, pcrs] of need) {
+      if (!satisfied) {
+        throw new InvalidConfig(
+          'ERR_CONFIG_POLICY',
+          `tpm server: policy "${policy.name}" rule ${rule} needs PCR ${pcrs}, which pcr_selection "${selection.toString()}" does not quote`,
+        );
+      }
+    }
+  }
 }
 
 /** Returns the names of the policies the node passed, or throws PERMISSION_DENIED per `match`. */

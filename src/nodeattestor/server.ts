@@ -14,7 +14,7 @@ import { readFile } from 'node:fs/promises';
 import { AttestationRefused, InvalidConfig, isAttestorError, NotConfigured } from '../errors.js';
 import { duration, parseConfig, z } from '../plugin/config-schema.js';
 import type { AgentAttributes, CoreConfig, Logger, ServerAttestIo, ServerNodeAttestor } from '../plugin/types.js';
-import { enforcePolicies, loadPolicies, type PolicyMatch } from './policy-gate.js';
+import { checkPoliciesAgainstSelection, enforcePolicies, loadPolicies, type PolicyMatch } from './policy-gate.js';
 import type { MeasuredBootPolicy } from '../policy/policy.js';
 import { checkAkAttributes, encodeCredentialFile, makeCredential, secretsEqual } from '../tpm/activation.js';
 import { deriveBootFacts, type BootFacts } from '../tpm/bootfacts.js';
@@ -115,6 +115,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       hashAllowlist: config.ek_hash_allowlist ?? [],
     });
     const policies = config.policy_path ? await loadPolicies(config.policy_path, this.#readFile) : [];
+    checkPoliciesAgainstSelection(policies, selection);
     if (config.policy_path && !config.require_event_log) {
       this.#log.warn('policy_path is set but require_event_log is false: nodes without an event log skip boot policies');
     }

@@ -1,0 +1,139 @@
+/**
+ * Server attestor rules that need an injected clock or a captured log: exercised in-process, with the
+ * real agent attestor driving a real swtpm.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPolicyCommand } from '../../src/cli/policy-create.js';
+import { GrpcCode } from '../../src/errors.js';
+import { TpmAgentAttestor } from '../../src/nodeattestor/agent.js';
+import { NonceStore } from '../../src/nodeattestor/nonce-store.js';
+import { TpmServerAttestor } from '../../src/nodeattestor/server.js';
+import { createLogger } from '../../src/plugin/log.js';
+import type { AgentAttributes } from '../../src/plugin/types.js';
+import { repoRoot } from '../helpers/binaries.js';
+import { simulateMeasuredBoot } from '../helpers/measured-boot.js';
+import { startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
+
+const LOG = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
+const core = { trustDomain: 'example.org' };
+let tpm: SwtpmHandle;
+let work: string;
+let agent: TpmAgentAttestor;
+
+function logger(lines: Record<string, unknown>[] = []) {
+  return { log: createLogger({ module: 'test', level: 'debug', sink: (l) => lines.push(JSON.parse(l)) }), lines };
+}
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'tpm-server-'));
+  tpm = await startSwtpm();
+  const log = new Uint8Array(readFileSync(LOG));
+  await simulateMeasuredBoot(tpm.tcti, log);
+  writeFileSync(join(work, 'log.bin'), log);
+  writeFileSync(join(work, 'ca.pem'), tpm.rootCaPem + tpm.intermediateCaPem);
+  const golden = createPolicyCommand(log, { pcrs: [0, 2, 4, 7], name: 'golden' });
+  writeFileSync(join(work, 'golden.yaml'), golden);
+  // A second policy that this node cannot pass: PCR 0 must be all zeros.
+  writeFileSync(
+    join(work, 'two.yaml'),
+    golden.replace(/^policies:\n/m, `policies:\n  - name: impossible\n    pcrs:\n      sha256:\n        "0": "${'00'.repeat(32)}"\n`),
+  );
+  agent = new TpmAgentAttestor(logger().log);
+  await agent.configure({ tpm_tcti: tpm.tcti, event_log_path: join(work, 'log.bin'), ek_kind: 'rsa' }, core);
+}, 120_000);
+
+afterAll(async () => {
+  await agent?.close();
+  await tpm?.stop();
+  rmSync(work, { recursive: true, force: true });
+});
+
+async function attest(server: TpmServerAttestor, beforeResponse?: () => void): Promise<AgentAttributes> {
+  const controller = new AbortController();
+  const session = await agent.begin(controller.signal);
+  return server.attest(session.payload, {
+    signal: controller.signal,
+    challenge: async (bytes) => {
+      const response = await session.respond(bytes);
+      beforeResponse?.();
+      return response;
+    },
+  });
+}
+
+describe('nonce freshness and single use', () => {
+  it('a stale nonce: a response arriving after the 60 s lifetime is refused', async () => {
+    let now = Date.now();
+    const server = new TpmServerAttestor(logger().log, { now: () => new Date(now) });
+    await server.configure({ ek_ca_path: join(work, 'ca.pem'), policy_path: join(work, 'golden.yaml') }, core);
+    await expect(attest(server)).resolves.toMatchObject({ canReattest: true });
+    const err = await attest(server, () => (now += 61_000)).catch((e) => e);
+    expect(err).toMatchObject({ code: 'ERR_NONCE_EXPIRED', grpcCode: GrpcCode.PERMISSION_DENIED });
+  });
+
+  it('a nonce is consumed once: the second presentation is unknown', () => {
+    const store = new NonceStore({ ttlMs: 60_000, now: () => 0 });
+    const nonce = new Uint8Array(32).fill(7);
+    store.issue(nonce);
+    store.consume(nonce, 'node-a');
+    expect(() => store.consume(nonce, 'node-a')).toThrow(expect.objectContaining({ code: 'ERR_NONCE_UNKNOWN', grpcCode: GrpcCode.PERMISSION_DENIED }));
+    expect(() => store.consume(new Uint8Array(32), 'node-a')).toThrow(expect.objectContaining({ code: 'ERR_NONCE_UNKNOWN' }));
+    expect(store.outstanding).toBe(0);
+  });
+});
+
+describe('policy matching', () => {
+  it('any: passes when one policy passes and names only the passed policies', async () => {
+    const server = new TpmServerAttestor(logger().log);
+    await server.configure({ ek_ca_path: join(work, 'ca.pem'), policy_path: join(work, 'two.yaml') }, core);
+    const attrs = await attest(server);
+    expect(attrs.selectorValues).toContain('policy:golden');
+    expect(attrs.selectorValues).not.toContain('policy:impossible');
+  });
+
+  it('all: one failing policy refuses the node, naming the rule and the observed value', async () => {
+    const server = new TpmServerAttestor(logger().log);
+    await server.configure({ ek_ca_path: join(work, 'ca.pem'), policy_path: join(work, 'two.yaml'), policy_match: 'all' }, core);
+    const err = await attest(server).catch((e) => e);
+    expect(err).toMatchObject({ code: 'ERR_POLICY_VIOLATION', grpcCode: GrpcCode.PERMISSION_DENIED, rule: 'pcr sha256:0' });
+    expect(err.message).toMatch(/policy "impossible": pcr sha256:0: observed [0-9a-f]{64}, expected 0{64}/);
+  });
+
+  it('report: never refuses, still reports passed policies as selectors', async () => {
+    const server = new TpmServerAttestor(logger().log);
+    await server.configure({ ek_ca_path: join(work, 'ca.pem'), policy_path: join(work, 'two.yaml'), policy_match: 'report' }, core);
+    expect((await attest(server)).selectorValues).toContain('policy:golden');
+  });
+
+  it('refuses at Configure a policy that needs PCRs the selection does not quote', async () => {
+    const server = new TpmServerAttestor(logger().log);
+    const err = await server
+      .configure({ ek_ca_path: join(work, 'ca.pem'), policy_path: join(work, 'golden.yaml'), pcr_selection: 'sha256:0,1,2,3' }, core)
+      .catch((e) => e);
+    expect(err).toMatchObject({ code: 'ERR_CONFIG_POLICY', grpcCode: GrpcCode.INVALID_ARGUMENT });
+  });
+});
+
+describe('audit', () => {
+  it('logs one structured line per decision with agent ID, EK hash, outcome, rule and duration', async () => {
+    const { log, lines } = logger();
+    const server = new TpmServerAttestor(log);
+    await server.configure({ ek_ca_path: join(work, 'ca.pem'), policy_path: join(work, 'two.yaml'), policy_match: 'all' }, core);
+    await attest(server).catch(() => undefined);
+    const okServer = new TpmServerAttestor(log);
+    await okServer.configure({ ek_ca_path: join(work, 'ca.pem'), policy_path: join(work, 'golden.yaml') }, core);
+    await attest(okServer);
+    const decisions = lines.filter((l) => l['@message'] === 'Attestation decision');
+    expect(decisions).toHaveLength(2);
+    expect(decisions[0]).toMatchObject({ outcome: 'refused', code: 'ERR_POLICY_VIOLATION', rule: 'pcr sha256:0' });
+    expect(decisions[1]).toMatchObject({ outcome: 'accepted', secure_boot: 'enabled', policies: 'golden' });
+    for (const d of decisions) {
+      expect(d['agent_id']).toMatch(/^spiffe:\/\/example\.org\/spire\/agent\/tpm\/[0-9a-f]{64}$/);
+      expect(d['ek_hash']).toMatch(/^[0-9a-f]{64}$/);
+      expect(typeof d['duration_ms']).toBe('number');
+    }
+  });
+});
