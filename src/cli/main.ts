@@ -1,0 +1,370 @@
+/**
+ * `spire-edge-attest`: the operator CLI shipped next to the TPM plugins (docs/cli.md). Subcommands:
+ *
+ *   ek-hash [--cert FILE | --public FILE | --tcti TCTI [--ek-kind K]] [--json]
+ *   eventlog inspect FILE [--json]
+ *   policy create --from-eventlog FILE [--pcrs 0,2,4,7] [--name NAME] [--out FILE]
+ *   policy check --policy FILE --eventlog FILE [--pcrs ...] [--match any|all] [--json]
+ *
+ * Results go to stdout, progress and errors to stderr. Exit codes: 0 success, 1 failure (including a policy check
+ * that does not pass), 2 usage error. `main` never calls process.exit; src/cli/bin.ts does the process wiring.
+ *
+ * @module
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { isAttestorError } from '../errors.js';
+import { parseTcti, Tpm2Tools, type EkKind } from '../tpm/tools.js';
+import { ekHashFromCertificate, ekHashFromPublic, ekHashFromTpm, type EkHashResult } from './ek-hash.js';
+import { inspectEventLog } from './eventlog-inspect.js';
+import { checkPoliciesOffline, formatPolicyCheck, OFFLINE_NOTICE, type PolicyMatchMode } from './policy-check.js';
+import { createPolicyCommand, DEFAULT_POLICY_PCRS } from './policy-create.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+export const PROGRAM = 'spire-edge-attest';
+const DEFAULT_TCTI = 'device:/dev/tpmrm0';
+const DEFAULT_POLICY_NAME = 'golden-node';
+const EK_KINDS = ['auto', 'rsa', 'ecc-p256', 'ecc-p384'] as const;
+
+export interface CliIo {
+  readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
+  readonly readFile: (path: string) => Promise<Uint8Array>;
+  readonly writeFile: (path: string, text: string) => Promise<void>;
+}
+
+/** Bad arguments: exit 2, with the command's usage line. */
+export class UsageError extends Error {
+  readonly command: string;
+  constructor(command: string, message: string) {
+    super(message);
+    this.name = 'UsageError';
+    this.command = command;
+  }
+}
+
+const HELP: Readonly<Record<string, string>> = {
+  '': `Usage: ${PROGRAM} <command> [options]
+
+Operator tools for the SPIRE TPM node attestor (NodeAttestor "tpm").
+
+Commands:
+  ek-hash            Print the EK hash (pub_hash, agent ID suffix) from the TPM or a file
+  eventlog inspect   Show a measured-boot event log: events, replayed PCRs, Secure Boot state
+  policy create      Turn a golden node's event log into a policy file
+  policy check       Dry-run policies against an event log (offline, unverified)
+
+Run '${PROGRAM} <command> --help' for a command's options.
+Exit codes: 0 success, 1 failure, 2 usage error.
+`,
+  'ek-hash': `Usage: ${PROGRAM} ek-hash [--cert FILE | --public FILE | --tcti TCTI [--ek-kind KIND]] [--json]
+
+Prints the sha256 hex of the PKIX EK public key: spire-tpm-plugin's get_tpm_pubhash, the
+server's pub_hash selector and the agent ID suffix (/spire/agent/tpm/<hash>).
+
+Options:
+  --cert FILE        EK certificate, PEM or DER (trailing NV padding is ignored)
+  --public FILE      EK public area, TPM2B_PUBLIC (tpm2_readpublic -f tss)
+  --tcti TCTI        Read the EK from this TPM (default: ${DEFAULT_TCTI}; also swtpm:..., mssim:...)
+  --ek-kind KIND     auto (default), rsa, ecc-p256 or ecc-p384; with a TPM only. auto picks the
+                     first kind with an EK certificate in NV (rsa, ecc-p384, ecc-p256), else rsa
+  --json             Print {pub_hash, agent_id_path, source, ...} as JSON
+  -h, --help         Show this help
+
+Reading from a TPM creates and persists the EK at its default handle when it is absent, as the
+agent plugin does at its first attestation.
+`,
+  'eventlog inspect': `Usage: ${PROGRAM} eventlog inspect FILE [--json]
+
+Parses a TCG PC Client event log (crypto-agile or legacy SHA-1) and prints its events, the PCR
+values it replays to, and the Secure Boot state. Offline: nothing is verified.
+
+Options:
+  --json             Print the documented JSON object (docs/cli.md)
+  -h, --help         Show this help
+`,
+  'policy create': `Usage: ${PROGRAM} policy create --from-eventlog FILE [--pcrs 0,2,4,7] [--name NAME] [--out FILE]
+
+Turns a golden node's event log into a measured-boot policy file (YAML). Review it: the log is
+unverified, you vouch for the machine it came from.
+
+Options:
+  --from-eventlog FILE  The golden node's event log (binary_bios_measurements)
+  --pcrs LIST           PCR indices to pin, comma-separated (default ${DEFAULT_POLICY_PCRS.join(',')})
+  --name NAME           Policy name (default ${DEFAULT_POLICY_NAME}); selector policy:<name>
+  --out FILE            Write the policy here instead of stdout
+  -h, --help            Show this help
+`,
+  'policy check': `Usage: ${PROGRAM} policy check --policy FILE --eventlog FILE [--pcrs LIST] [--match any|all] [--json]
+
+Offline dry run: replays the event log against its own PCR values and evaluates every policy in
+the file. Nothing is verified (no TPM quote); a pass here is not an attestation.
+
+Options:
+  --policy FILE      Policy file (YAML or JSON), as given to the server's policy_path
+  --eventlog FILE    Event log to check
+  --pcrs LIST        PCRs treated as quoted, like the server's pcr_selection: "0,2,4,7" (every
+                     bank) or "sha256:0,1,2,3,4,5,6,7,8,9". Default: every PCR the log extends
+  --match MODE       any (default) or all, like the server's policy_match
+  --json             Print the documented JSON object (docs/cli.md)
+  -h, --help         Show this help
+
+Exit code 0 when the policies pass under --match, 1 when they do not.
+`,
+};
+
+const HELP_OPTION = { help: { type: 'boolean', short: 'h' } } as const;
+
+function defaultIo(): CliIo {
+  return {
+    stdout: (text) => void process.stdout.write(text),
+    stderr: (text) => void process.stderr.write(text),
+    readFile: async (path) => new Uint8Array(await readFile(path)),
+    writeFile: (path, text) => writeFile(path, text, { mode: 0o644 }),
+  };
+}
+
+type Options = ParseArgsConfig['options'];
+
+/** parseArgs with strict checking; its errors become UsageError for `command`. */
+function parse(
+  command: string,
+  args: readonly string[],
+  options: Options,
+  positionals: number,
+): { values: Record<string, string | boolean | (string | boolean)[] | undefined>; positionals: string[] } {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...args], options: { ...HELP_OPTION, ...options }, strict: true, allowPositionals: positionals > 0 });
+  } catch (err) {
+    throw new UsageError(command, (err as Error).message);
+  }
+  if (parsed.values['help'] !== true && parsed.positionals.length > positionals) {
+    throw new UsageError(command, `unexpected argument "${parsed.positionals[positionals]}"`);
+  }
+  return { values: parsed.values, positionals: parsed.positionals };
+}
+
+function str(values: Record<string, unknown>, key: string): string | undefined {
+  const v = values[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function required(command: string, values: Record<string, unknown>, key: string): string {
+  const v = str(values, key);
+  if (v === undefined || v === '') throw new UsageError(command, `--${key} is required`);
+  return v;
+}
+
+function json(value: unknown): string {
+  return `${JSON.stringify(value, null, 2)}\n`;
+}
+
+async function read(io: CliIo, path: string, what: string): Promise<Uint8Array> {
+  try {
+    return await io.readFile(path);
+  } catch (err) {
+    throw new Error(`cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+// ---- commands ---------------------------------------------------------------------------------------------------
+
+async function ekHash(args: readonly string[], io: CliIo): Promise<number> {
+  const cmd = 'ek-hash';
+  const { values } = parse(
+    cmd,
+    args,
+    {
+      cert: { type: 'string' },
+      public: { type: 'string' },
+      tcti: { type: 'string' },
+      'ek-kind': { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    0,
+  );
+  if (values['help']) return help(io, cmd);
+  const cert = str(values, 'cert');
+  const pub = str(values, 'public');
+  const tcti = str(values, 'tcti');
+  const ekKind = str(values, 'ek-kind');
+  const sources = [cert, pub, tcti].filter((s) => s !== undefined).length;
+  if (sources > 1) throw new UsageError(cmd, 'give at most one of --cert, --public and --tcti');
+  if (ekKind !== undefined && (cert !== undefined || pub !== undefined)) {
+    throw new UsageError(cmd, '--ek-kind applies only when reading from a TPM (--tcti)');
+  }
+  if (ekKind !== undefined && !(EK_KINDS as readonly string[]).includes(ekKind)) {
+    throw new UsageError(cmd, `--ek-kind must be one of ${EK_KINDS.join(', ')}, got "${ekKind}"`);
+  }
+
+  let result: EkHashResult;
+  if (cert !== undefined) {
+    result = ekHashFromCertificate(await read(io, cert, 'EK certificate'));
+  } else if (pub !== undefined) {
+    result = ekHashFromPublic(await read(io, pub, 'EK public area'));
+  } else {
+    const tctiText = tcti ?? DEFAULT_TCTI;
+    try {
+      parseTcti(tctiText);
+    } catch (err) {
+      throw new UsageError(cmd, `--tcti: ${(err as Error).message}`);
+    }
+    io.stderr(`reading EK from TPM ${tctiText}…\n`);
+    const device = new Tpm2Tools({ tcti: tctiText });
+    try {
+      result = await ekHashFromTpm(device, {
+        kind: (ekKind ?? 'auto') as EkKind | 'auto',
+        progress: (message) => io.stderr(`${message}\n`),
+      });
+    } finally {
+      device.close();
+    }
+  }
+  io.stdout(values['json'] ? json(result) : `${result.pub_hash}\n`);
+  return EXIT_OK;
+}
+
+async function eventlogInspect(args: readonly string[], io: CliIo): Promise<number> {
+  const cmd = 'eventlog inspect';
+  const { values, positionals } = parse(cmd, args, { json: { type: 'boolean' } }, 1);
+  if (values['help']) return help(io, cmd);
+  const file = positionals[0];
+  if (file === undefined) throw new UsageError(cmd, 'missing the event log FILE');
+  const bytes = await read(io, file, 'event log');
+  io.stdout(values['json'] ? json(inspectEventLog(bytes, { json: true })) : inspectEventLog(bytes));
+  return EXIT_OK;
+}
+
+function parsePcrList(command: string, text: string): number[] {
+  if (!/^\d{1,2}(,\d{1,2})*$/.test(text.trim())) {
+    throw new UsageError(command, `--pcrs must be comma-separated PCR indices such as 0,2,4,7, got "${text}"`);
+  }
+  const indices = text.trim().split(',').map(Number);
+  const bad = indices.find((i) => i > 23);
+  if (bad !== undefined) throw new UsageError(command, `--pcrs: PCR index ${bad} is not 0..23`);
+  return indices;
+}
+
+async function policyCreate(args: readonly string[], io: CliIo): Promise<number> {
+  const cmd = 'policy create';
+  const { values } = parse(
+    cmd,
+    args,
+    { 'from-eventlog': { type: 'string' }, pcrs: { type: 'string' }, name: { type: 'string' }, out: { type: 'string' } },
+    0,
+  );
+  if (values['help']) return help(io, cmd);
+  const logPath = required(cmd, values, 'from-eventlog');
+  const pcrsText = str(values, 'pcrs');
+  const pcrs = pcrsText === undefined ? DEFAULT_POLICY_PCRS : parsePcrList(cmd, pcrsText);
+  const name = str(values, 'name') ?? DEFAULT_POLICY_NAME;
+  const out = str(values, 'out');
+  const text = createPolicyCommand(await read(io, logPath, 'event log'), { name, pcrs });
+  if (out === undefined) {
+    io.stdout(text);
+  } else {
+    await io.writeFile(out, text);
+    io.stderr(`wrote policy "${name}" (PCRs ${pcrs.join(',')}) to ${out}\n`);
+  }
+  return EXIT_OK;
+}
+
+async function policyCheck(args: readonly string[], io: CliIo): Promise<number> {
+  const cmd = 'policy check';
+  const { values } = parse(
+    cmd,
+    args,
+    {
+      policy: { type: 'string' },
+      eventlog: { type: 'string' },
+      pcrs: { type: 'string' },
+      match: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    0,
+  );
+  if (values['help']) return help(io, cmd);
+  const policyPath = required(cmd, values, 'policy');
+  const logPath = required(cmd, values, 'eventlog');
+  const match = str(values, 'match') ?? 'any';
+  if (match !== 'any' && match !== 'all') throw new UsageError(cmd, `--match must be any or all, got "${match}"`);
+  const pcrs = str(values, 'pcrs');
+  if (pcrs !== undefined && pcrs.trim() === '') throw new UsageError(cmd, '--pcrs is empty');
+  const policyText = Buffer.from(await read(io, policyPath, 'policy file')).toString('utf8');
+  const logBytes = await read(io, logPath, 'event log');
+  const result = checkPoliciesOffline(policyText, logBytes, { match: match as PolicyMatchMode, ...(pcrs !== undefined ? { pcrs } : {}) });
+  if (values['json']) {
+    io.stderr(`${OFFLINE_NOTICE}\n`);
+    io.stdout(json(result));
+  } else {
+    io.stdout(formatPolicyCheck(result));
+  }
+  return result.passed ? EXIT_OK : EXIT_FAILURE;
+}
+
+function help(io: CliIo, command: string): number {
+  io.stdout(HELP[command] ?? HELP['']!);
+  return EXIT_OK;
+}
+
+type Command = (args: readonly string[], io: CliIo) => Promise<number>;
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  'ek-hash': ekHash,
+  'eventlog inspect': eventlogInspect,
+  'policy create': policyCreate,
+  'policy check': policyCheck,
+};
+const GROUPS: Readonly<Record<string, readonly string[]>> = { eventlog: ['inspect'], policy: ['create', 'check'] };
+
+/** Finds the command named by the leading words of argv; returns its name and the remaining arguments. */
+function route(argv: readonly string[]): { name: string; rest: readonly string[] } {
+  const [first, second] = argv;
+  if (first === undefined) throw new UsageError('', 'missing command');
+  if (first === '-h' || first === '--help') return { name: 'help', rest: [] };
+  if (first === 'help') return { name: 'help', rest: argv.slice(1) };
+  if (first in COMMANDS) return { name: first, rest: argv.slice(1) };
+  const sub = GROUPS[first];
+  if (sub) {
+    if (second === '-h' || second === '--help') return { name: 'help', rest: [first] };
+    if (second === undefined) throw new UsageError('', `missing subcommand: ${first} ${sub.join(' | ')}`);
+    if (!sub.includes(second)) throw new UsageError('', `unknown command "${first} ${second}" (${first} ${sub.join(' | ')})`);
+    return { name: `${first} ${second}`, rest: argv.slice(2) };
+  }
+  throw new UsageError('', `unknown command "${first}"`);
+}
+
+function groupHelp(group: string): string {
+  const lines = Object.keys(COMMANDS)
+    .filter((name) => name.startsWith(`${group} `))
+    .map((name) => HELP[name]!.split('\n')[0]!);
+  return `${lines.join('\n')}\n\nRun '${PROGRAM} ${group} <command> --help' for a command's options.\n`;
+}
+
+/** Runs the CLI; resolves to the exit code. Never throws. */
+export async function main(argv: readonly string[], io: CliIo = defaultIo()): Promise<number> {
+  try {
+    const { name, rest } = route(argv);
+    if (name === 'help') {
+      const topic = rest.join(' ');
+      if (topic in GROUPS) io.stdout(groupHelp(topic));
+      else if (topic === '' || topic in HELP) io.stdout(HELP[topic]!);
+      else throw new UsageError('', `no help for "${topic}"`);
+      return EXIT_OK;
+    }
+    return await COMMANDS[name]!(rest, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      const usage = (HELP[err.command] ?? HELP['']!).split('\n')[0]!;
+      io.stderr(`${PROGRAM}: ${err.message}\n${usage}\nRun '${PROGRAM} ${err.command ? `${err.command} ` : ''}--help' for more.\n`);
+      return EXIT_USAGE;
+    }
+    const code = isAttestorError(err) ? ` [${err.code}]` : '';
+    io.stderr(`${PROGRAM}: error${code}: ${(err as Error)?.message ?? String(err)}\n`);
+    return EXIT_FAILURE;
+  }
+}
