@@ -216,15 +216,17 @@ export class PodIndex {
     return promise;
   }
 
-  /** Ensures a request that started at or after `t` has completed (shared by all callers). */
+  /**
+   * Single-flight refresh for a miss seen at time `t`: joins the request in flight if there is one, returns at
+   * once if a request started at or after `t` already completed, otherwise starts one (no sooner than
+   * `minRefreshGapMs` after the previous request). Every concurrent miss thus shares one request.
+   */
   async refreshNewerThan(t: number, signal: AbortSignal): Promise<void> {
     for (;;) {
       if (this.#snap && this.#snap.fetchStartedAt >= t) return;
       if (this.#inflight) {
-        const f = this.#inflight;
-        await f.promise;
-        if (f.startedAt >= t) return;
-        continue;
+        await this.#inflight.promise;
+        return;
       }
       const gap = (this.#o.minRefreshGapMs ?? 50) - (this.#now() - this.#lastRequestAt);
       if (gap > 0) {

@@ -109,7 +109,8 @@ export class HttpPodSource implements PodSource {
     });
   }
 
-  #request(pathAndQuery: string, signal: AbortSignal, timeoutMs: number | undefined): Promise<http.IncomingMessage> {
+  /** One GET. A keep-alive socket the server closed meanwhile (ECONNRESET on a reused socket) is retried once. */
+  #request(pathAndQuery: string, signal: AbortSignal, timeoutMs: number | undefined, retried = false): Promise<http.IncomingMessage> {
     const o = this.#opts;
     const headers: Record<string, string> = { accept: 'application/json' };
     let tlsOpts: https.RequestOptions = {};
@@ -153,6 +154,10 @@ export class HttpPodSource implements PodSource {
         req.setTimeout(timeoutMs, () => req.destroy(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, `no response within ${timeoutMs} ms`)));
       }
       req.on('error', (err: NodeJS.ErrnoException) => {
+        if (!retried && req.reusedSocket && err.code === 'ECONNRESET' && !signal.aborted) {
+          resolve(this.#request(pathAndQuery, signal, timeoutMs, true));
+          return;
+        }
         if (signal.aborted) reject(new AttestationCancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`));
         else if (err instanceof SourceUnavailable) reject(err);
         else if (err.code !== undefined && TLS_ERROR_CODES.has(err.code)) reject(this.#unavailable(WorkloadErrorCode.SOURCE_TLS, `TLS verification failed (${err.code})`, err));
