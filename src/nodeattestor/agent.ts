@@ -35,7 +35,7 @@ const handle = z.union([
     .transform((s) => Number.parseInt(s, 16)),
 ]);
 
-const agentConfigSchema = z.strictObject({
+export const agentConfigSchema = z.strictObject({
   tpm_tcti: z.string().default('device:/dev/tpmrm0'),
   ek_kind: z.enum(['auto', 'rsa', 'ecc-p256', 'ecc-p384']).default('auto'),
   ak_alg: z.enum(['rsa', 'ecc']).default('ecc'),

@@ -34,7 +34,7 @@ export const DEFAULT_PCR_SELECTION = 'sha256:0,1,2,3,4,5,6,7,8,9';
 const SECRET_BYTES = 32;
 const NONCE_BYTES = 32;
 
-const serverConfigSchema = z
+export const serverConfigSchema = z
   .strictObject({
     /** Files or directories of EK roots and intermediates (PEM or DER). */
     ek_ca_path: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
