@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   const { ServiceNames } = await import('../src/plugin/protos.js');
 
   const work = mkdtempSync(join(tmpdir(), 'edge-demo-'));
-  const harnesses: InstanceType<typeof PluginHarness>[] = [];
+  const harnesses: Array<Awaited<ReturnType<typeof PluginHarness.launch>>> = [];
   const cleanups: Array<() => Promise<void> | void> = [];
   try {
     step(2, 'A simulated edge node: software TPM with a manufacturer-style EK certificate, measured boot');
