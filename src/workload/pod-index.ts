@@ -244,7 +244,6 @@ export class PodIndex {
     try {
       res = await this.#o.source.list(this.#abort.signal);
     } catch (err) {
-      this.#bytes += 0;
       this.#lastError = err instanceof Error ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : String(err);
       const age = this.#snap === undefined ? undefined : this.#now() - this.#syncedAt;
       this.#o.log.warn('pod source unreachable; serving the last snapshot', {
@@ -279,7 +278,6 @@ export class PodIndex {
       }
       let rv = snap.resourceVersion;
       try {
-        this.#live = true;
         await this.#o.source.watch!(
           rv,
           (ev) => {
@@ -296,6 +294,11 @@ export class PodIndex {
             this.#bytes += n;
           },
           signal,
+          () => {
+            // The stream is open: from now on the snapshot is current until the stream ends.
+            this.#live = true;
+            this.#syncedAt = this.#now();
+          },
         );
         this.#live = false;
         this.#syncedAt = this.#now();

@@ -37,7 +37,13 @@ export interface PodSource {
    * Optional: stream changes after `resourceVersion`. Resolves when the server ends the stream; rejects on
    * error (410 Gone included: the caller lists again). `onBytes` reports body bytes as they arrive.
    */
-  watch?(resourceVersion: string, onEvent: (e: WatchEvent) => void, onBytes: (n: number) => void, signal: AbortSignal): Promise<void>;
+  watch?(
+    resourceVersion: string,
+    onEvent: (e: WatchEvent) => void,
+    onBytes: (n: number) => void,
+    signal: AbortSignal,
+    onOpen?: () => void,
+  ): Promise<void>;
   close(): void;
 }
 
@@ -95,7 +101,7 @@ export class HttpPodSource implements PodSource {
     }
     this.endpoint = `${this.#url.origin}${opts.listPath.split('?')[0]}`;
     this.#agent = this.#url.protocol === 'https:' ? new https.Agent({ keepAlive: true, maxSockets: 4 }) : new http.Agent({ keepAlive: true, maxSockets: 4 });
-    if (opts.watchPath !== undefined) this.watch = (rv, onEvent, onBytes, signal) => this.#watch(rv, onEvent, onBytes, signal);
+    if (opts.watchPath !== undefined) this.watch = (rv, onEvent, onBytes, signal, onOpen) => this.#watch(rv, onEvent, onBytes, signal, onOpen);
   }
 
   close(): void {
@@ -209,7 +215,7 @@ export class HttpPodSource implements PodSource {
     return { ...decodePodList(json), bytes };
   }
 
-  async #watch(rv: string, onEvent: (e: WatchEvent) => void, onBytes: (n: number) => void, signal: AbortSignal): Promise<void> {
+  async #watch(rv: string, onEvent: (e: WatchEvent) => void, onBytes: (n: number) => void, signal: AbortSignal, onOpen?: () => void): Promise<void> {
     const sep = this.#opts.watchPath!.includes('?') ? '&' : '?';
     const path = `${this.#opts.watchPath!}${sep}resourceVersion=${encodeURIComponent(rv)}&allowWatchBookmarks=true`;
     // Idle timeout for the stream: bookmarks arrive about once a minute, so allow two of them to be missed.
@@ -218,6 +224,7 @@ export class HttpPodSource implements PodSource {
       res.resume();
       throw this.#unavailable(WorkloadErrorCode.SOURCE_HTTP_STATUS, `watch HTTP ${res.statusCode ?? 0}`);
     }
+    onOpen?.();
     await new Promise<void>((resolve, reject) => {
       let buf = '';
       res.setEncoding('utf8');
