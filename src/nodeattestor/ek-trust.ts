@@ -4,7 +4,9 @@
  * Loading fails closed: a configured path that is missing, of the wrong kind or empty is a
  * configuration error, never "trust everyone".
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { AttestationRefused } from '../errors.js';
+import { BoundedCache } from './bounded-cache.js';
 import { ekPubHash, publicToSpkiDer, type TpmPublic } from '../tpm/public.js';
 import { loadEkTrustStore } from '../tpm/ek-store-loader.js';
 import {
@@ -36,9 +38,21 @@ export interface EkEvidence {
   readonly now: Date;
 }
 
+/** A chain that verified once: reusable while `now` is inside every certificate's validity. */
+interface VerifiedChain {
+  readonly leafSpki: Uint8Array;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly certificate: NonNullable<TrustedEk['certificate']>;
+}
+
+const CHAIN_CACHE_ENTRIES = 4096;
+
 export class EkTrust {
   readonly #store: EkTrustStore | undefined;
   readonly #allowlist: ReadonlySet<string>;
+  /** Keyed by a digest of the exact certificate bytes; the store is fixed for this instance's lifetime. */
+  readonly #chains = new BoundedCache<string, VerifiedChain>(CHAIN_CACHE_ENTRIES);
 
   private constructor(store: EkTrustStore | undefined, allowlist: ReadonlySet<string>) {
     this.#store = store;
@@ -59,6 +73,16 @@ export class EkTrust {
     const node = pubHash.slice(0, 16);
     let certificateFailure: AttestationRefused | undefined;
     if (evidence.certificate && this.#store) {
+      const key = chainKey(evidence.certificate, evidence.intermediates);
+      const cached = this.#chains.get(key);
+      if (cached && evidence.now >= cached.notBefore && evidence.now <= cached.notAfter) {
+        if (!sameBytes(cached.leafSpki, spki)) {
+          throw new AttestationRefused(ERR_EK_KEY_MISMATCH, `node ${node}: EK certificate: certificate key is not the EK public key`, {
+            fields: { rule: ERR_EK_KEY_MISMATCH },
+          });
+        }
+        return { pubHash, spki, via: 'certificate', certificate: cached.certificate };
+      }
       // Malformed certificates are INVALID_ARGUMENT and propagate; refusals may still be rescued by the allowlist.
       const leaf = parseEkCertificate(evidence.certificate);
       const intermediates = evidence.intermediates.map((der) => parseEkCertificate(der));
@@ -66,17 +90,19 @@ export class EkTrust {
         // A certificate for another key is never rescued: it is evidence of tampering.
         checkEkCertMatchesPublic(leaf, spki);
         const verified = await verifyEkCertificate(leaf, this.#store, { now: evidence.now, intermediates });
-        return {
-          pubHash,
-          spki,
-          via: 'certificate',
-          certificate: {
-            ...(verified.manufacturer ? { manufacturer: verified.manufacturer } : {}),
-            ...(verified.model ? { model: verified.model } : {}),
-            ...(verified.version ? { version: verified.version } : {}),
-            ...(verified.rootSubjectCn ? { rootSubjectCn: verified.rootSubjectCn } : {}),
-          },
+        const certificate = {
+          ...(verified.manufacturer ? { manufacturer: verified.manufacturer } : {}),
+          ...(verified.model ? { model: verified.model } : {}),
+          ...(verified.version ? { version: verified.version } : {}),
+          ...(verified.rootSubjectCn ? { rootSubjectCn: verified.rootSubjectCn } : {}),
         };
+        this.#chains.set(key, {
+          leafSpki: spki,
+          notBefore: new Date(Math.max(...verified.chain.map((c) => c.notBefore.getTime()))),
+          notAfter: new Date(Math.min(...verified.chain.map((c) => c.notAfter.getTime()))),
+          certificate,
+        });
+        return { pubHash, spki, via: 'certificate', certificate };
       } catch (err) {
         if (!(err instanceof AttestationRefused) || err.code === ERR_EK_KEY_MISMATCH) throw withNode(err, node);
         certificateFailure = withNode(err, node) as AttestationRefused;
@@ -100,4 +126,14 @@ function withNode(err: unknown, node: string): unknown {
     return new AttestationRefused(err.code, `node ${node}: ${err.message}`, { fields: err.fields, cause: err });
   }
   return err;
+}
+
+function chainKey(certificate: Uint8Array, intermediates: readonly Uint8Array[]): string {
+  const h = createHash('sha256');
+  for (const der of [certificate, ...intermediates]) h.update(String(der.length)).update(':').update(der);
+  return h.digest('hex');
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
 }

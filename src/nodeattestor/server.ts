@@ -9,7 +9,7 @@
  * Every step consumes only what the step before verified. A refusal is PERMISSION_DENIED naming the
  * node and the rule; malformed input is INVALID_ARGUMENT. One audit line is logged per decision.
  */
-import { randomBytes as nodeRandomBytes } from 'node:crypto';
+import { createHash, randomBytes as nodeRandomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { AttestationRefused, InvalidConfig, isAttestorError, NotConfigured } from '../errors.js';
 import { duration, parseConfig, z } from '../plugin/config-schema.js';
@@ -25,6 +25,7 @@ import { verifyQuote, type QuotedPcrs } from '../tpm/quote.js';
 import { replayEventLog, type VerifiedEvents } from '../tpm/replay.js';
 import { SpiffeId, TrustDomain } from '../spiffe/trust-domain.js';
 import { EkTrust, type TrustedEk } from './ek-trust.js';
+import { BoundedCache } from './bounded-cache.js';
 import { NonceStore } from './nonce-store.js';
 import { nodeSelectors } from './selectors.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
@@ -73,7 +74,11 @@ interface ServerState {
   readonly policies: readonly MeasuredBootPolicy[];
   readonly policyMatch: PolicyMatch;
   readonly nonces: NonceStore;
+  /** Boot facts are a pure function of the log bytes and which PCRs verified: derive once per distinct boot. */
+  readonly bootFacts: BoundedCache<string, BootFacts>;
 }
+
+const BOOT_FACTS_CACHE_ENTRIES = 1024;
 
 export class TpmServerAttestor implements ServerNodeAttestor {
   readonly #log: Logger;
@@ -132,6 +137,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       policies,
       policyMatch: config.policy_match,
       nonces,
+      bootFacts: new BoundedCache(BOOT_FACTS_CACHE_ENTRIES),
     };
   }
 
@@ -231,7 +237,12 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     let facts: BootFacts | undefined;
     if (eventLog) {
       verified = replayEventLog(eventLog, quoted);
-      facts = deriveBootFacts(verified);
+      const factsKey = bootFactsKey(payload.event_log!, verified);
+      facts = state.bootFacts.get(factsKey);
+      if (!facts) {
+        facts = deriveBootFacts(verified);
+        state.bootFacts.set(factsKey, facts);
+      }
       audit['secure_boot'] = facts.secureBoot.state;
       if (verified.appliedQuirks.length) audit['quirks'] = verified.appliedQuirks.map((q) => q.id).join(',');
     }
@@ -249,3 +260,9 @@ export class TpmServerAttestor implements ServerNodeAttestor {
   }
 }
 
+/** Same log bytes and the same verified PCRs and quirks give the same verified events, hence the same facts. */
+function bootFactsKey(logBytes: Uint8Array, verified: VerifiedEvents): string {
+  const pcrs = [...new Set(verified.events.map((e) => e.pcrIndex))].sort((a, b) => a - b).join(',');
+  const quirks = verified.appliedQuirks.map((q) => `${q.id}@${q.pcrIndex}`).join(',');
+  return `${createHash('sha256').update(logBytes).digest('hex')}|${verified.events.length}|${pcrs}|${quirks}`;
+}
