@@ -12,20 +12,28 @@ export function block<T extends z.ZodType>(schema: T) {
   return z.preprocess((value) => (Array.isArray(value) && value.length === 1 ? value[0] : value), schema);
 }
 
-const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION_UNIT_MS: Readonly<Record<string, number>> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-/** Go-style duration ("500ms", "30s", "1m30s", "2h") or a number of seconds; yields milliseconds. */
+/** Go `time.ParseDuration` syntax ("500ms", "1m30s"), or a number of seconds. Milliseconds, or undefined if invalid. */
+export function parseDuration(value: string | number): number | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) && value >= 0 ? value * 1000 : undefined;
+  const s = value.trim();
+  if (s === '0') return 0;
+  if (!/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(s)) return undefined;
+  let total = 0;
+  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) total += Number(m[1]) * DURATION_UNIT_MS[m[2]!]!;
+  return total;
+}
+
+/** A duration setting (see parseDuration); yields whole milliseconds. */
 export function duration() {
-  return z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
-    if (typeof value === 'number') return Math.round(value * 1000);
-    const parts = value.trim().match(/^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$/) ? value.trim().matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g) : null;
-    if (!parts) {
-      ctx.addIssue({ code: 'custom', message: `expected a duration such as "30s" or "5m", got "${value}"` });
+  return z.union([z.number(), z.string()]).transform((value, ctx) => {
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `expected a duration such as "30s" or "5m" (or a number of seconds), got ${JSON.stringify(value)}` });
       return z.NEVER;
     }
-    let total = 0;
-    for (const [, amount, unit] of parts) total += Number(amount) * DURATION_UNITS[unit!]!;
-    return Math.round(total);
+    return Math.round(ms);
   });
 }
 

@@ -11,6 +11,7 @@
  */
 import { z } from 'zod';
 import { InvalidConfig } from '../errors.js';
+import { parseDuration } from '../plugin/config-schema.js';
 import { WorkloadErrorCode } from './errors.js';
 
 export const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -18,19 +19,6 @@ export const POD_SOURCES = ['auto', 'kubelet', 'edged', 'metaserver', 'apiserver
 export type PodSourceChoice = (typeof POD_SOURCES)[number];
 
 const BLOCKS = ['kubelet', 'edged', 'metaserver', 'apiserver'] as const;
-
-const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** Go `time.ParseDuration` syntax (`500ms`, `1m30s`), or a number of seconds. Returns milliseconds. */
-export function parseDuration(v: string | number): number | undefined {
-  if (typeof v === 'number') return Number.isFinite(v) && v >= 0 ? v * 1000 : undefined;
-  const s = v.trim();
-  if (s === '0') return 0;
-  if (!/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(s)) return undefined;
-  let total = 0;
-  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) total += Number(m[1]) * UNIT_MS[m[2]!]!;
-  return total;
-}
 
 const duration = z.union([z.string(), z.number()]).refine((v) => parseDuration(v) !== undefined, {
   message: 'expected a duration such as "500ms", "30s" or "5m" (or a number of seconds)',

@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { GrpcCode, InvalidConfig } from '../../src/errors.js';
 import { EdgeWorkloadAttestor } from '../../src/workload/attestor.js';
-import { parseConfig, parseDuration } from '../../src/workload/config.js';
+import { parseDuration } from '../../src/plugin/config-schema.js';
+import { parseConfig } from '../../src/workload/config.js';
 import { testContext } from './helpers.js';
 
 function configError(raw: Record<string, unknown>, env: Record<string, string> = {}): InvalidConfig {

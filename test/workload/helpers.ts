@@ -1,5 +1,5 @@
 /** Shared test helpers for the workload attestor: a recording logger, fake procfs trees, a test CA, HTTPS servers. */
-import './reflect-shim.js';
+import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
