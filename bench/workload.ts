@@ -8,9 +8,8 @@
  * The pod source is an edged-style HTTP `/pods` server on 127.0.0.1; the procfs is a temp tree (stat + cgroup v2
  * systemd paths), because the kernel cannot produce 220 containers here. Run: npx tsx bench/workload.ts
  */
-import { build } from 'esbuild';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -201,21 +200,8 @@ async function main(): Promise<void> {
     // ---- through gRPC, as SPIRE calls the plugin ------------------------------------------------------
     let grpcResult: unknown;
     try {
-      const binary = join(dir, 'edge-workload');
-      await build({
-        entryPoints: [join(root, 'plugins/edge-workload.ts')],
-        outfile: binary,
-        bundle: true,
-        platform: 'node',
-        target: 'node20',
-        format: 'cjs',
-        minify: true,
-        keepNames: true,
-        legalComments: 'none',
-        banner: { js: '#!/usr/bin/env node' },
-        logLevel: 'silent',
-      });
-      chmodSync(binary, 0o755);
+      // The plugin exactly as shipped: npm run bench builds dist/bin first.
+      const binary = join(root, 'dist/bin/edge-workload');
       const { PluginHarness } = await import('../test/helpers/plugin-harness.js');
       const { ServiceNames } = await import('../src/plugin/protos.js');
       const h = await PluginHarness.launch({ binary, type: 'WorkloadAttestor' });

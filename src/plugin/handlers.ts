@@ -14,7 +14,11 @@ export function unary<Req, Res>(
 ): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
     const controller = new AbortController();
-    call.on('cancelled', () => controller.abort());
+    let settled = false;
+    // grpc-js may report 'cancelled' after the reply is out; aborting then would only allocate an exception.
+    call.on('cancelled', () => {
+      if (!settled) controller.abort();
+    });
     let result: Promise<Res>;
     try {
       result = fn(call.request, controller.signal, call);
@@ -22,8 +26,14 @@ export function unary<Req, Res>(
       result = Promise.reject(err);
     }
     result.then(
-      (response) => callback(null, response),
-      (err: unknown) => callback(toStatus(err, log, { method })),
+      (response) => {
+        settled = true;
+        callback(null, response);
+      },
+      (err: unknown) => {
+        settled = true;
+        callback(toStatus(err, log, { method }));
+      },
     );
   };
 }

@@ -136,6 +136,7 @@ export class PluginHarness {
       'grpc.default_authority': 'unused',
       'grpc.max_receive_message_length': -1,
       'grpc.max_send_message_length': -1,
+      'grpc.enable_channelz': 0,
     };
     const BrokerClient = clientConstructor(ServiceNames.broker);
     const broker = new BrokerClient(target, grpc.credentials.createInsecure(), channelOptions) as unknown as AnyClient;

@@ -1,16 +1,15 @@
 /**
  * The workload attestor through the plugin runtime over gRPC, launched the way SPIRE launches it: the built
- * single-file binary (bundled here from plugins/edge-workload.ts with the same esbuild options as
- * scripts/build.mjs), the go-plugin handshake, Init, Configure with HCL1 (nested block form), then Attest.
+ * single-file binary dist/bin/edge-workload (npm test builds it first), the go-plugin handshake, Init,
+ * Configure with HCL1 (nested block form), then Attest.
  */
-import { build } from 'esbuild';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ServiceNames } from '../../src/plugin/protos.js';
 import { PluginHarness } from '../helpers/plugin-harness.js';
-import { repoRoot } from '../helpers/binaries.js';
+import { builtPlugin } from '../helpers/binaries.js';
 import { FIXTURES, json, makePki, sorted, spirePart, startHttps, tempDir, writeFakeProc, type TestServer } from './helpers.js';
 
 const CG = join(FIXTURES, 'cgroup');
@@ -21,21 +20,7 @@ let harness: PluginHarness | undefined;
 
 beforeAll(async () => {
   dir = tempDir('wl-grpc-');
-  binary = join(dir.path, 'edge-workload');
-  await build({
-    entryPoints: [join(repoRoot, 'plugins/edge-workload.ts')],
-    outfile: binary,
-    bundle: true,
-    platform: 'node',
-    target: 'node20',
-    format: 'cjs',
-    minify: true,
-    keepNames: true,
-    legalComments: 'none',
-    banner: { js: '#!/usr/bin/env node' },
-    logLevel: 'error',
-  });
-  chmodSync(binary, 0o755);
+  binary = builtPlugin('edge-workload');
   const pki = await makePki();
   writeFileSync(join(dir.path, 'ca.pem'), pki.caPem);
   writeFileSync(join(dir.path, 'token'), 'grpc-token');
