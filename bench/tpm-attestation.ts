@@ -233,6 +233,24 @@ async function timeServerAttest(setup: ServerSetup, capture: Capture, runs: numb
   return { total: stats(times), selectors: first.selectorValues.length };
 }
 
+/**
+ * First attestation of a node by a server: a freshly configured attestor per run (configuration outside the
+ * timer), so nothing is cached: the EK chain is built and the boot facts derived every time.
+ */
+async function timeServerAttestCold(setup: ServerSetup, capture: Capture, runs: number): Promise<Stats> {
+  const times: number[] = [];
+  for (let i = 0; i < runs + 10; i++) {
+    const random = new ScriptedRandom();
+    const server = await newServer(setup, random);
+    const io: ServerAttestIo = { signal: new AbortController().signal, challenge: async () => capture.response };
+    random.queue = [capture.secret, capture.nonce];
+    const t = performance.now();
+    await server.attest(capture.payload, io);
+    if (i >= 10) times.push(performance.now() - t); // the first ten warm the JIT
+  }
+  return stats(times);
+}
+
 /** The same verification, one function per step, timed per step (same order as TpmServerAttestor#attest). */
 async function timeServerSteps(setup: ServerSetup, capture: Capture, runs: number): Promise<Record<string, Stats>> {
   const raw = setup.raw as { ek_ca_path: string[]; policy_path: string };
@@ -507,13 +525,18 @@ async function main(): Promise<Record<string, unknown>> {
     const verifyP50: Record<string, number> = {};
     for (const [name, v] of Object.entries(variants)) {
       const attest = await timeServerAttest(v.setup, v.capture, VERIFY_RUNS);
+      const cold = await timeServerAttestCold(v.setup, v.capture, Math.min(VERIFY_RUNS, 100));
       const steps = await timeServerSteps(v.setup, v.capture, VERIFY_RUNS);
       verifyP50[name] = attest.total.p50;
       const ak = parseTpm2bPublic(decodePayload(v.capture.payload).ak_pub);
       const ek = parseTpm2bPublic(decodePayload(v.capture.payload).ek_pub);
       verification[name] = {
+        // Re-attestation (every SVID rotation): the verified EK chain and the boot facts are cached by the server.
         attest_ms: attest.total,
         meets_goal: attest.total.p50 <= GOAL_SERVER_P50_MS,
+        // First attestation of the node: nothing cached.
+        attest_first_time_ms: cold,
+        meets_goal_first_time: cold.p50 <= GOAL_SERVER_P50_MS,
         ek: ek.type === 'rsa' ? `rsa-${ek.modulus.length * 8}` : `ecc-${ek.curve.nodeName}`,
         ak: ak.type === 'rsa' ? `rsa-${ak.modulus.length * 8}` : `ecc-${ak.curve.nodeName}`,
         event_log_bytes: v.log,

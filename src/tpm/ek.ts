@@ -20,7 +20,7 @@
 // @peculiar/x509 resolves its providers through tsyringe, which needs the Reflect metadata API installed first.
 import 'reflect-metadata';
 import { Buffer } from 'node:buffer';
-import { timingSafeEqual } from 'node:crypto';
+import { X509Certificate as NodeX509Certificate, timingSafeEqual } from 'node:crypto';
 import {
   BasicConstraintsExtension,
   ExtendedKeyUsageExtension,
@@ -385,7 +385,32 @@ function checkLeaf(leaf: X509Certificate): void {
   }
 }
 
+/** OpenSSL's view of a certificate, for signature checks (synchronous and much cheaper than WebCrypto). */
+const opensslViews = new WeakMap<X509Certificate, NodeX509Certificate | null>();
+
+function opensslView(cert: X509Certificate): NodeX509Certificate | null {
+  let view = opensslViews.get(cert);
+  if (view === undefined) {
+    try {
+      view = new NodeX509Certificate(new Uint8Array(cert.rawData));
+    } catch {
+      view = null;
+    }
+    opensslViews.set(cert, view);
+  }
+  return view;
+}
+
 async function signedBy(child: X509Certificate, issuer: X509Certificate): Promise<boolean> {
+  const c = opensslView(child);
+  const i = opensslView(issuer);
+  if (c && i) {
+    try {
+      if (c.verify(i.publicKey)) return true;
+    } catch {
+      // fall through to the WebCrypto path, which knows other parameter encodings
+    }
+  }
   try {
     return await child.verify({ publicKey: issuer.publicKey, signatureOnly: true });
   } catch {

@@ -78,12 +78,15 @@ export const EXIT_BOOT_SERVICES_INVOCATION = 'Exit Boot Services Invocation';
 export const EXIT_BOOT_SERVICES_RETURNED = 'Exit Boot Services Returned with Success';
 
 /** Formats an EFI_GUID (UEFI 2.x Appendix A: u32le, u16le, u16le, 8 bytes) in its canonical text form. */
+const HEX_BYTE = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, '0'));
+
 export function formatEfiGuid(bytes: Uint8Array): string {
   if (bytes.length !== 16) throw new RangeError('EFI_GUID is 16 bytes');
-  const hex = (from: number, to: number, littleEndian: boolean): string => {
-    const part = Array.from(bytes.subarray(from, to));
-    if (littleEndian) part.reverse();
-    return part.map((b) => b.toString(16).padStart(2, '0')).join('');
-  };
-  return `${hex(0, 4, true)}-${hex(4, 6, true)}-${hex(6, 8, true)}-${hex(8, 10, false)}-${hex(10, 16, false)}`;
+  // Data1..Data3 are little-endian integers, Data4 is a byte array (UEFI spec, EFI_GUID). dbx lists hold
+  // thousands of owners, so this avoids per-byte array building.
+  const h = (i: number): string => HEX_BYTE[bytes[i]!]!;
+  return (
+    h(3) + h(2) + h(1) + h(0) + '-' + h(5) + h(4) + '-' + h(7) + h(6) + '-' + h(8) + h(9) + '-' +
+    h(10) + h(11) + h(12) + h(13) + h(14) + h(15)
+  );
 }

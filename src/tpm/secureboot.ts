@@ -143,14 +143,29 @@ export function parseSignatureDatabase(name: string, value: Uint8Array, dataVeri
   return { ...base, certificates, sha256Hashes, otherSignatures };
 }
 
+/** Subject and fingerprint are computed on first use: db/KEK lists are parsed at every attestation, read rarely. */
 function describeCertificate(owner: string, der: Uint8Array): SignatureDbCertificate {
-  let subject: string | undefined;
-  try {
-    subject = new X509Certificate(der).subject.replace(/\n/g, ', ');
-  } catch {
-    subject = undefined;
-  }
-  return { owner, subject, sha256Fingerprint: createHash('sha256').update(der).digest('hex'), der: Uint8Array.from(der) };
+  const copy = Uint8Array.from(der);
+  let subject: string | undefined | null = null;
+  let fingerprint: string | undefined;
+  return {
+    owner,
+    der: copy,
+    get subject(): string | undefined {
+      if (subject === null) {
+        try {
+          subject = new X509Certificate(copy).subject.replace(/\n/g, ', ');
+        } catch {
+          subject = undefined;
+        }
+      }
+      return subject;
+    },
+    get sha256Fingerprint(): string {
+      fingerprint ??= createHash('sha256').update(copy).digest('hex');
+      return fingerprint;
+    },
+  };
 }
 
 /** An EV_EFI_VARIABLE_AUTHORITY event: the db entry (or shim/MOK authority) that verified an image. */
