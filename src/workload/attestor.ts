@@ -9,9 +9,9 @@
  * source. The start time is read again at the end: a different value means the PID was reused while we
  * looked, and the answer is refused (PreconditionFailed `ERR_WORKLOAD_PID_REUSED`).
  */
-import { NotConfigured, PreconditionFailed, SourceUnavailable } from '../errors.js';
+import { NotConfigured, PreconditionFailed } from '../errors.js';
 import type { CoreConfig, PluginContext, WorkloadAttestor } from '../plugin/types.js';
-import { autoCandidates, buildSource, probeSources } from './auto.js';
+import { autoCandidates, buildSource, DeferredAutoSource, probeSources } from './auto.js';
 import { CgroupMatchers, locateContainer, podmanSocketFor, type Located } from './cgroup.js';
 import { parseConfig, type WorkloadConfig } from './config.js';
 import { AttestationCancelled, WorkloadErrorCode } from './errors.js';
@@ -65,14 +65,18 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
       new PodIndex({ source, log: log.named('pod-index'), pollIntervalMs: config.pollIntervalMs, maxStalenessMs: config.maxStalenessMs });
     try {
       if (config.podSource === 'auto') {
-        const probed = await probeSources(autoCandidates(config), log, this.#opts.probeTimeoutMs ?? Math.min(config.requestTimeoutMs, 3000));
+        const probeTimeout = this.#opts.probeTimeoutMs ?? Math.min(config.requestTimeoutMs, 3000);
+        const probed = await probeSources(autoCandidates(config), log, probeTimeout);
         if (probed) {
           index = makeIndex(probed.source);
           await index.start(probed.first);
         } else if (!cri && !docker && !config.podmanEnabled) {
-          throw new SourceUnavailable(WorkloadErrorCode.NO_POD_SOURCE, 'pod_source = "auto": no pod source answered (kubelet, edged, metaserver, apiserver) and no runtime socket is configured', {
-            fields: { node: config.nodeName },
+          log.warn('pod_source = "auto": no pod source answered yet (kubelet, edged, metaserver, apiserver); probing again every poll_interval', {
+            node: config.nodeName,
+            poll_interval_ms: config.pollIntervalMs,
           });
+          index = makeIndex(new DeferredAutoSource(autoCandidates(config), log, probeTimeout));
+          await index.start();
         } else {
           log.warn('no pod source answered; using the container runtime socket only', { runtime_socket: config.runtimeSocket, docker_socket: config.dockerSocket });
         }

@@ -84,3 +84,43 @@ export async function probeSources(candidates: Array<() => PodSource>, log: Logg
   }
   return undefined;
 }
+
+/**
+ * `auto` when nothing answered at Configure (an edge node booting before edged, a kubelet restart): Configure
+ * must not fail, or the whole SPIRE agent would refuse to start. This source re-probes the candidates in the
+ * same order at every refresh and sticks to the first that answers. Until then container workloads get
+ * UNAVAILABLE (fail closed: no pod data, no pod selectors).
+ */
+export class DeferredAutoSource implements PodSource {
+  #chosen: PodSource | undefined;
+  readonly #candidates: Array<() => PodSource>;
+  readonly #log: Logger;
+  readonly #probeTimeoutMs: number;
+
+  constructor(candidates: Array<() => PodSource>, log: Logger, probeTimeoutMs: number) {
+    this.#candidates = candidates;
+    this.#log = log;
+    this.#probeTimeoutMs = probeTimeoutMs;
+  }
+
+  get name(): PodSourceName {
+    // Before a source is chosen no pod can be found, so no selector ever carries this placeholder.
+    return this.#chosen?.name ?? 'kubelet';
+  }
+
+  get endpoint(): string {
+    return this.#chosen?.endpoint ?? 'auto (probing kubelet, edged, metaserver, apiserver)';
+  }
+
+  async list(signal: AbortSignal): Promise<PodListResult> {
+    if (this.#chosen) return this.#chosen.list(signal);
+    const probed = await probeSources(this.#candidates, this.#log, this.#probeTimeoutMs);
+    if (!probed) throw new Error('pod_source = "auto": no pod source answered yet');
+    this.#chosen = probed.source;
+    return probed.first;
+  }
+
+  close(): void {
+    this.#chosen?.close();
+  }
+}

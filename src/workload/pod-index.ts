@@ -374,6 +374,8 @@ export class PodIndex {
    * then retries with backoff until `deadlineMs` from now.
    */
   async resolve(q: ResolveQuery, deadlineMs: number, signal: AbortSignal): Promise<Resolved> {
+    // No snapshot yet (the source was down at start): one shared, rate-limited refresh before giving up.
+    if (!this.#snap) await this.refreshNewerThan(this.#now(), signal);
     const first = PodIndex.match(this.current(), q);
     if (first) return first;
     const t0 = this.#now();

@@ -294,14 +294,27 @@ describe('auto probing', () => {
       },
     );
   });
-  it('nothing answers and no runtime socket: a clear UNAVAILABLE at configure', async () => {
-    const closed = await startHttp(() => undefined);
-    const deadPort = closed.port;
-    await closed.close();
-    const a = new EdgeWorkloadAttestor(testContext(), { env: {}, probeTimeoutMs: 500 });
-    const e = await rejection(a.configure({ pod_source: 'auto', proc_path: proc, kubelet_token_path: f('none'), edged_port: deadPort }, core));
-    expect(e.code).toBe('ERR_WORKLOAD_NO_POD_SOURCE');
-    expect(e.grpcCode).toBe(GrpcCode.UNAVAILABLE);
+  it('nothing answers yet: Configure still succeeds (SPIRE would not start otherwise), containers fail closed until a source answers', async () => {
+    let up = false;
+    const late = await startHttp((req, res) => (up && req.url === '/pods' ? json(res, kindPodList) : json(res, { message: 'starting' }, 503)));
+    const ctx = testContext();
+    const a = new EdgeWorkloadAttestor(ctx, { env: {}, probeTimeoutMs: 500 });
+    try {
+      await a.configure({ pod_source: 'auto', proc_path: proc, kubelet_token_path: f('none'), edged_port: late.port, miss_retry_deadline: '300ms' }, core);
+      expect(ctx.log.lines.some((l) => l.level === 'warn' && /no pod source answered yet/.test(l.message))).toBe(true);
+      // A host process needs no pod data.
+      expect(await a.attest(104, signal())).toEqual([]);
+      // A container process cannot be attested without pod data: no selectors are invented.
+      const e = await rejection(a.attest(105, signal()));
+      expect([GrpcCode.UNAVAILABLE, GrpcCode.DEADLINE_EXCEEDED]).toContain(e.grpcCode);
+      // edged comes up: the next miss re-probes, picks it and finds the pod.
+      up = true;
+      expect(await a.attest(105, signal())).toContain('pod-source:edged');
+      expect(a.sourceStatus()?.source).toBe('edged');
+    } finally {
+      await a.close();
+      await late.close();
+    }
   });
 });
 
