@@ -20,20 +20,11 @@ import {
   podmanSocketFor,
 } from '../../src/workload/cgroup.js';
 import { Procfs } from '../../src/workload/procfs.js';
-import { FIXTURES } from './helpers.js';
+import { FIXTURES, thrown } from './helpers.js';
 
 const CG = join(FIXTURES, 'cgroup');
 const sidecar = (id: string): { asserts: any } => JSON.parse(readFileSync(join(CG, `${id}.source.json`), 'utf8'));
 const text = (rel: string): string => readFileSync(join(CG, rel), 'utf8');
-
-function thrown(fn: () => unknown): any {
-  try {
-    fn();
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a throw');
-}
 
 describe('value types', () => {
   it('PodUid normalises underscores and case, rejects other shapes', () => {

@@ -177,3 +177,23 @@ export const sorted = (a: readonly string[]): string[] => [...a].sort();
 export const OURS = /^(container-id|runtime|pod-source|uid|gid|path|sha256):/;
 /** The SPIRE-k8s part of a selector list (drops our own selector types). */
 export const spirePart = (a: readonly string[]): string[] => sorted(a.filter((s) => !OURS.test(s)));
+
+/** The error `fn` throws (the test fails if it does not throw). */
+export function thrown(fn: () => unknown): any {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected a throw');
+}
+
+/** The error `p` rejects with (the test fails if it resolves). */
+export async function rejection(p: Promise<unknown>): Promise<any> {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected a rejection');
+}

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcCode, MalformedInput } from '../../src/errors.js';
 import { EdgeWorkloadAttestor } from '../../src/workload/attestor.js';
 import { Procfs, parseStatStartTime, parseStatusIds } from '../../src/workload/procfs.js';
-import { statLine, tempDir, testContext, writeFakeProc } from './helpers.js';
+import { statLine, tempDir, testContext, writeFakeProc, thrown } from './helpers.js';
 
 let dir: { path: string; remove(): void };
 let weird: ChildProcess;
@@ -37,15 +37,6 @@ afterAll(async () => {
   }
   dir.remove();
 });
-
-function thrown(fn: () => unknown): any {
-  try {
-    fn();
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a throw');
-}
 
 describe('start time (field 22)', () => {
   it('the kernel prints a comm with spaces and parens; we still find field 22', () => {

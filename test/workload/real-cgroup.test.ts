@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcCode } from '../../src/errors.js';
 import { EdgeWorkloadAttestor } from '../../src/workload/attestor.js';
-import { json, startHttp, tempDir, testContext, writeFakeProc, type TestServer } from './helpers.js';
+import { json, startHttp, tempDir, testContext, writeFakeProc, type TestServer, rejection } from './helpers.js';
 
 const V1 = '/sys/fs/cgroup/pids';
 const V2 = '/sys/fs/cgroup/unified';
@@ -160,15 +160,6 @@ async function attestor(extra: Record<string, unknown> = {}): Promise<EdgeWorklo
   const a = new EdgeWorkloadAttestor(testContext(), { env: {} });
   await a.configure({ pod_source: 'edged', edged_port: server.port, proc_path: procRoot, miss_retry_deadline: '1s', ...extra }, { trustDomain: 'example.org' });
   return a;
-}
-
-async function rejection(p: Promise<unknown>): Promise<any> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('real cgroups', () => {

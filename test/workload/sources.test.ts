@@ -10,7 +10,7 @@ import { GrpcCode } from '../../src/errors.js';
 import { EdgeWorkloadAttestor } from '../../src/workload/attestor.js';
 import { kubeletSource } from '../../src/workload/kubelet.js';
 import { metaServerSource } from '../../src/workload/metaserver.js';
-import { FIXTURES, json, makePki, sorted, spirePart, startHttp, startHttps, tempDir, testContext, writeFakeProc, type TestPki, type TestServer } from './helpers.js';
+import { FIXTURES, json, makePki, sorted, spirePart, startHttp, startHttps, tempDir, testContext, writeFakeProc, type TestPki, type TestServer, rejection } from './helpers.js';
 
 const KUBELET = join(FIXTURES, 'kubelet');
 const CG = join(FIXTURES, 'cgroup');
@@ -109,15 +109,6 @@ async function withAttestor<T>(cfg: Record<string, unknown>, fn: (a: EdgeWorkloa
 }
 
 const signal = (): AbortSignal => new AbortController().signal;
-
-async function rejection(p: Promise<unknown>): Promise<any> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('kubelet secure port (token, CA verification on): corpus selectors', () => {
   for (const id of ['spire-cgroups_pid_in_pod', 'spire-systemd_cgroups_pid_in_pod', 'spire-cgroups_init_pid_in_pod', 'spire-cgroups_pid_not_in_pod']) {
