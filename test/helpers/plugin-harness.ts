@@ -14,7 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { clientConstructor, serviceDefinition, ServiceNames } from '../../src/plugin/protos.js';
 
@@ -222,11 +222,15 @@ export class PluginHarness {
     if (this.#hostDir) rmSync(this.#hostDir, { recursive: true, force: true });
   }
 
+  /** Test teardown: SIGKILL (as SPIRE does after a failed unload) and remove the socket directory it left. */
   async kill(): Promise<void> {
     this.close();
     if (this.child.exitCode === null && this.child.signalCode === null) {
       this.child.kill('SIGKILL');
       await this.exited;
+    }
+    if (this.handshake.network === 'unix' && basename(dirname(this.handshake.address)).startsWith('plugin-')) {
+      rmSync(dirname(this.handshake.address), { recursive: true, force: true });
     }
   }
 }
