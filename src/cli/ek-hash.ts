@@ -10,10 +10,9 @@
 import { MalformedInput } from '../errors.js';
 import { parseEkCertificate, tpmDeviceAttributes, tpmVendorName } from '../tpm/ek.js';
 import { ekPubHash, parseTpm2bPublic, publicToSpkiDer } from '../tpm/public.js';
-import type { EkKind, TpmDevice } from '../tpm/tools.js';
+import { selectEk, type EkKind, type TpmDevice } from '../tpm/tools.js';
 
 /** The agent plugin's preference for `ek_kind = "auto"` (src/nodeattestor/agent.ts): the first provisioned cert. */
-const AUTO_EK_ORDER: readonly EkKind[] = ['rsa', 'ecc-p384', 'ecc-p256'];
 
 export interface EkHashResult {
   /** Lower-case sha256 hex of the PKIX EK public key. */
@@ -77,24 +76,7 @@ export interface EkHashFromTpmOptions {
  */
 export async function ekHashFromTpm(device: TpmDevice, options: EkHashFromTpmOptions): Promise<EkHashResult> {
   const progress = options.progress ?? (() => undefined);
-  let kind: EkKind;
-  let certificate: Uint8Array | undefined;
-  if (options.kind === 'auto') {
-    kind = 'rsa';
-    for (const candidate of AUTO_EK_ORDER) {
-      progress(`looking for a ${candidate} EK certificate in NV…`);
-      const cert = await device.readEkCertificate(candidate);
-      if (cert) {
-        kind = candidate;
-        certificate = cert;
-        break;
-      }
-    }
-  } else {
-    kind = options.kind;
-    progress(`reading the ${kind} EK certificate from NV…`);
-    certificate = await device.readEkCertificate(kind);
-  }
+  const { kind, certificate } = await selectEk(device, options.kind, progress);
   progress(`reading the ${kind} EK public key from the TPM (creating the persistent EK if absent)…`);
   const ek = await device.ekPublic(kind);
   const pub = parseTpm2bPublic(ek.publicArea);

@@ -9,7 +9,7 @@ import { InvalidConfig, MalformedInput, NotConfigured } from '../errors.js';
 import { block, parseConfig, z } from '../plugin/config-schema.js';
 import type { AgentAttestationSession, AgentNodeAttestor, CoreConfig, Logger } from '../plugin/types.js';
 import { PcrSelection } from '../tpm/pcrs.js';
-import { type AkAlg, type EkKind, Tpm2Tools, type TpmDevice } from '../tpm/tools.js';
+import { type AkAlg, type EkKind, selectEk, Tpm2Tools, type TpmDevice } from '../tpm/tools.js';
 import { decodeChallenge, encodePayload, encodeResponse } from './wire.js';
 
 export const DEFAULT_EVENT_LOG_PATH = '/sys/kernel/security/tpm0/binary_bios_measurements';
@@ -24,8 +24,6 @@ export const DEFAULT_AK_HANDLES: Readonly<Record<EkKind, Readonly<Record<AkAlg, 
   'ecc-p256': { rsa: 0x81000a03, ecc: 0x81000a04 },
   'ecc-p384': { rsa: 0x81000a05, ecc: 0x81000a06 },
 };
-/** Preference when ek_kind = "auto": the first kind whose EK certificate is provisioned in NV. */
-const AUTO_EK_ORDER: readonly EkKind[] = ['rsa', 'ecc-p384', 'ecc-p256'];
 
 const handle = z.union([
   z.number().int().min(0x81000000).max(0x81ffffff),
@@ -185,22 +183,9 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
 
   async #loadIdentity(state: AgentState): Promise<Identity> {
     const { config, device } = state;
-    let ekKind: EkKind;
-    let certificate: Uint8Array | undefined;
-    if (config.ek_kind === 'auto') {
-      ekKind = 'rsa';
-      for (const kind of AUTO_EK_ORDER) {
-        const cert = await device.readEkCertificate(kind);
-        if (cert) {
-          ekKind = kind;
-          certificate = cert;
-          break;
-        }
-      }
-    } else {
-      ekKind = config.ek_kind;
-      certificate = await device.readEkCertificate(ekKind);
-    }
+    const selected = await selectEk(device, config.ek_kind);
+    const ekKind = selected.kind;
+    let certificate = selected.certificate;
     if (!config.send_ek_certificate) certificate = undefined;
     const ek = await device.ekPublic(ekKind);
     const akAlg: AkAlg = config.ak_alg;

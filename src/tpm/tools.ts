@@ -705,3 +705,27 @@ function parsePropertiesFixed(stdout: string): TpmProperties {
     firmwareVersion: fw1.toString(16).padStart(8, '0') + fw2.toString(16).padStart(8, '0'),
   };
 }
+
+/** Preference when the EK kind is "auto": the first kind whose EK certificate is provisioned in NV. */
+export const AUTO_EK_ORDER: readonly EkKind[] = ['rsa', 'ecc-p384', 'ecc-p256'];
+
+/**
+ * Which EK to use and its certificate from NV (if any). For `auto`, the first kind of AUTO_EK_ORDER with a
+ * certificate, else RSA without one. The agent and `spire-edge-attest ek-hash` share this so they always agree.
+ */
+export async function selectEk(
+  device: TpmDevice,
+  kind: EkKind | 'auto',
+  progress: (step: string) => void = () => undefined,
+): Promise<{ kind: EkKind; certificate: Uint8Array | undefined }> {
+  if (kind !== 'auto') {
+    progress(`reading the ${kind} EK certificate from NV…`);
+    return { kind, certificate: await device.readEkCertificate(kind) };
+  }
+  for (const candidate of AUTO_EK_ORDER) {
+    progress(`looking for a ${candidate} EK certificate in NV…`);
+    const certificate = await device.readEkCertificate(candidate);
+    if (certificate) return { kind: candidate, certificate };
+  }
+  return { kind: 'rsa', certificate: undefined };
+}
