@@ -73,6 +73,21 @@ export class SourceUnavailable extends AttestorError {
   readonly grpcCode = GrpcCode.UNAVAILABLE;
 }
 
+/** What was looked for did not appear before its deadline (e.g. a container's pod): DEADLINE_EXCEEDED. */
+export class DeadlineExceeded extends AttestorError {
+  readonly grpcCode = GrpcCode.DEADLINE_EXCEEDED;
+}
+
+/** The subject does not exist (e.g. the PID exited): NOT_FOUND. */
+export class NotFound extends AttestorError {
+  readonly grpcCode = GrpcCode.NOT_FOUND;
+}
+
+/** The caller gave up (SPIRE cancelled the RPC): CANCELLED. */
+export class Cancelled extends AttestorError {
+  readonly grpcCode = GrpcCode.CANCELLED;
+}
+
 /** Anything else that is our fault: INTERNAL. */
 export class InternalError extends AttestorError {
   readonly grpcCode = GrpcCode.INTERNAL;

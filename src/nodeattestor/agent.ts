@@ -183,10 +183,8 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
 
   async #loadIdentity(state: AgentState): Promise<Identity> {
     const { config, device } = state;
-    const selected = await selectEk(device, config.ek_kind);
-    const ekKind = selected.kind;
-    let certificate = selected.certificate;
-    if (!config.send_ek_certificate) certificate = undefined;
+    const { kind: ekKind, certificate: nvCertificate } = await selectEk(device, config.ek_kind);
+    const certificate = config.send_ek_certificate ? nvCertificate : undefined;
     const ek = await device.ekPublic(ekKind);
     const akAlg: AkAlg = config.ak_alg;
     const ak = await device.ensureAk({ handle: config.ak_handle ?? DEFAULT_AK_HANDLES[ekKind][akAlg], ekHandle: ek.handle, alg: akAlg });

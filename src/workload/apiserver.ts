@@ -8,16 +8,10 @@
  * edge node that loses it, the index serves the last snapshot until `max_staleness`.
  */
 import { HttpPodSource } from './pod-source.js';
-import { nodePodsPath } from './metaserver.js';
+import { nodePodsPath, type MetaServerOptions } from './metaserver.js';
 
-export interface ApiServerOptions {
-  readonly url: string;
-  readonly nodeName: string;
-  readonly tokenPath?: string;
-  readonly caPath?: string;
-  readonly skipVerification: boolean;
-  readonly timeoutMs: number;
-  readonly maxBodyBytes: number;
+/** The API server speaks the same pod-list API as MetaServer (which mirrors it), plus watch. */
+export interface ApiServerOptions extends MetaServerOptions {
   /** Server-side watch timeout in seconds (the server closes the stream after it; we re-watch). */
   readonly watchTimeoutSeconds?: number;
 }

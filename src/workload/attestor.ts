@@ -9,12 +9,12 @@
  * source. The start time is read again at the end: a different value means the PID was reused while we
  * looked, and the answer is refused (PreconditionFailed `ERR_WORKLOAD_PID_REUSED`).
  */
-import { NotConfigured, PreconditionFailed } from '../errors.js';
+import { Cancelled, NotConfigured, PreconditionFailed } from '../errors.js';
 import type { CoreConfig, PluginContext, WorkloadAttestor } from '../plugin/types.js';
 import { autoCandidates, buildSource, DeferredAutoSource, probeSources } from './auto.js';
 import { CgroupMatchers, locateContainer, podmanSocketFor, type Located } from './cgroup.js';
 import { parseConfig, type WorkloadConfig } from './config.js';
-import { AttestationCancelled, WorkloadErrorCode } from './errors.js';
+import { WorkloadErrorCode } from './errors.js';
 import { PodIndex, type IndexStatus } from './pod-index.js';
 import type { PodSource } from './pod-source.js';
 import { Procfs } from './procfs.js';
@@ -40,7 +40,7 @@ export interface EdgeWorkloadAttestorOptions {
 }
 
 function checkSignal(signal: AbortSignal, pid: number): void {
-  if (signal.aborted) throw new AttestationCancelled(WorkloadErrorCode.CANCELLED, `pid ${pid}: attestation cancelled`, { fields: { pid } });
+  if (signal.aborted) throw new Cancelled(WorkloadErrorCode.CANCELLED, `pid ${pid}: attestation cancelled`, { fields: { pid } });
 }
 
 export class EdgeWorkloadAttestor implements WorkloadAttestor {

@@ -1,25 +1,4 @@
-/**
- * Workload-attestor errors that need a status errors.ts does not have. They extend the shared
- * AttestorError, so src/plugin/status.ts maps them through `grpcCode` like every other error.
- */
-import { AttestorError, GrpcCode } from '../errors.js';
-
-/** The process is in a container but no pod/container record appeared before the deadline (SPIRE: DeadlineExceeded). */
-export class WorkloadNotFound extends AttestorError {
-  readonly grpcCode = GrpcCode.DEADLINE_EXCEEDED;
-}
-
-/** The PID does not exist (it exited before or during attestation): NOT_FOUND. */
-export class ProcessGone extends AttestorError {
-  readonly grpcCode = GrpcCode.NOT_FOUND;
-}
-
-/** The caller's signal was aborted (SPIRE's RPC context ended): CANCELLED. */
-export class AttestationCancelled extends AttestorError {
-  readonly grpcCode = GrpcCode.CANCELLED;
-}
-
-/** Stable codes used by src/workload/ (tests assert these, never messages). */
+/** Stable codes used by src/workload/ (tests assert these, never messages); the error classes are in src/errors.ts. */
 export const WorkloadErrorCode = {
   CGROUP_MALFORMED: 'ERR_WORKLOAD_CGROUP_MALFORMED',
   MOUNTINFO_MALFORMED: 'ERR_WORKLOAD_MOUNTINFO_MALFORMED',

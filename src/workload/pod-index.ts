@@ -6,14 +6,14 @@
  *
  * - Miss: one refresh (single-flight: every concurrent miss shares one request, and a request that started
  *   after the miss satisfies it), then retries with exponential backoff until `missRetryDeadlineMs`, then
- *   WorkloadNotFound (DEADLINE_EXCEEDED, as SPIRE's "no selectors found after max poll attempts").
+ *   DeadlineExceeded (DEADLINE_EXCEEDED, as SPIRE's "no selectors found after max poll attempts").
  * - Source down: the last good snapshot keeps serving; staleness is logged and exposed (`status().ageMs`).
  *   Past `maxStalenessMs` every lookup fails with SourceUnavailable `ERR_WORKLOAD_SNAPSHOT_STALE`.
  */
-import { PreconditionFailed, SourceUnavailable } from '../errors.js';
+import { Cancelled, DeadlineExceeded, PreconditionFailed, SourceUnavailable } from '../errors.js';
 import type { Logger } from '../plugin/types.js';
 import type { ContainerRuntime } from './cgroup.js';
-import { AttestationCancelled, WorkloadErrorCode, WorkloadNotFound } from './errors.js';
+import { WorkloadErrorCode } from './errors.js';
 import { containerIdOfStatus, type K8sContainerStatus, type K8sPod } from './k8s-types.js';
 import type { PodListResult, PodSource, WatchEvent } from './pod-source.js';
 import { containerStatusSelectors, podSelectors, runtimeFromScheme } from './selectors.js';
@@ -125,12 +125,12 @@ export interface Resolved {
 export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) {
-      reject(new AttestationCancelled(WorkloadErrorCode.CANCELLED, 'attestation cancelled'));
+      reject(new Cancelled(WorkloadErrorCode.CANCELLED, 'attestation cancelled'));
       return;
     }
     const onAbort = (): void => {
       clearTimeout(t);
-      reject(new AttestationCancelled(WorkloadErrorCode.CANCELLED, 'attestation cancelled'));
+      reject(new Cancelled(WorkloadErrorCode.CANCELLED, 'attestation cancelled'));
     };
     const t = setTimeout(() => {
       signal.removeEventListener('abort', onAbort);
@@ -393,7 +393,7 @@ export class PodIndex {
       backoff = Math.min(backoff * 2, 1000);
       since = this.#now();
     }
-    throw new WorkloadNotFound(
+    throw new DeadlineExceeded(
       WorkloadErrorCode.POD_NOT_FOUND,
       `no pod for container ${q.containerId}${q.podUid ? ` (pod ${q.podUid})` : ''} in ${this.#o.source.name} after ${deadlineMs} ms`,
       { fields: { container_id: q.containerId, pod_uid: q.podUid, source: this.#o.source.name, deadline_ms: deadlineMs } },

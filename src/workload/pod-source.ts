@@ -13,8 +13,8 @@
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { MalformedInput, SourceUnavailable } from '../errors.js';
-import { AttestationCancelled, WorkloadErrorCode } from './errors.js';
+import { Cancelled, MalformedInput, SourceUnavailable } from '../errors.js';
+import { WorkloadErrorCode } from './errors.js';
 import { decodePod, decodePodList, type K8sPod, type K8sPodList } from './k8s-types.js';
 
 export type PodSourceName = 'kubelet' | 'edged' | 'metaserver' | 'apiserver';
@@ -139,7 +139,7 @@ export class HttpPodSource implements PodSource {
     const mod = this.#url.protocol === 'https:' ? https : http;
     return new Promise((resolve, reject) => {
       if (signal.aborted) {
-        reject(new AttestationCancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`));
+        reject(new Cancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`));
         return;
       }
       const req = mod.request(
@@ -164,7 +164,7 @@ export class HttpPodSource implements PodSource {
           resolve(this.#request(pathAndQuery, signal, timeoutMs, true));
           return;
         }
-        if (signal.aborted) reject(new AttestationCancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`));
+        if (signal.aborted) reject(new Cancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`));
         else if (err instanceof SourceUnavailable) reject(err);
         else if (err.code !== undefined && TLS_ERROR_CODES.has(err.code)) reject(this.#unavailable(WorkloadErrorCode.SOURCE_TLS, `TLS verification failed (${err.code})`, err));
         else reject(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, `request failed (${err.code ?? err.message})`, err));
@@ -200,7 +200,7 @@ export class HttpPodSource implements PodSource {
         });
       });
     } catch (err) {
-      if (signal.aborted) throw new AttestationCancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`);
+      if (signal.aborted) throw new Cancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`);
       throw err;
     }
     if (res.statusCode !== 200) {

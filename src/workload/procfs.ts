@@ -8,8 +8,8 @@
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, readlinkSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { MalformedInput, PreconditionFailed } from '../errors.js';
-import { ProcessGone, WorkloadErrorCode } from './errors.js';
+import { MalformedInput, NotFound, PreconditionFailed } from '../errors.js';
+import { WorkloadErrorCode } from './errors.js';
 
 /** Field 22 (starttime, clock ticks since boot) of /proc/<pid>/stat. `comm` (field 2) may hold spaces and parens. */
 export function parseStatStartTime(text: string): bigint {
@@ -75,14 +75,14 @@ export class Procfs {
       return readFileSync(this.#path(pid, file), 'utf8');
     } catch (err) {
       if (isNoEnt(err)) {
-        throw new ProcessGone(WorkloadErrorCode.PID_GONE, `pid ${pid}: process not found`, { fields: { pid }, cause: err });
+        throw new NotFound(WorkloadErrorCode.PID_GONE, `pid ${pid}: process not found`, { fields: { pid }, cause: err });
       }
       if (err instanceof MalformedInput) throw err;
       throw new PreconditionFailed(WorkloadErrorCode.PROC_READ, `pid ${pid}: cannot read ${file}`, { fields: { pid, file }, cause: err });
     }
   }
 
-  /** Process start time in clock ticks; ProcessGone when the PID does not exist. */
+  /** Process start time in clock ticks; NotFound when the PID does not exist. */
   startTime(pid: number): bigint {
     return parseStatStartTime(this.#read(pid, 'stat'));
   }
@@ -121,7 +121,7 @@ export class Procfs {
     try {
       path = readlinkSync(link);
     } catch (err) {
-      if (isNoEnt(err)) throw new ProcessGone(WorkloadErrorCode.PID_GONE, `pid ${pid}: process not found`, { fields: { pid }, cause: err });
+      if (isNoEnt(err)) throw new NotFound(WorkloadErrorCode.PID_GONE, `pid ${pid}: process not found`, { fields: { pid }, cause: err });
       throw new PreconditionFailed(WorkloadErrorCode.PROC_READ, `pid ${pid}: cannot read exe link`, { fields: { pid }, cause: err });
     }
     if (sizeLimit < 0) return { path };

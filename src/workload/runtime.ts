@@ -11,9 +11,9 @@
 import http from 'node:http';
 import * as grpc from '@grpc/grpc-js';
 import { fromJSON } from '@grpc/proto-loader';
-import { MalformedInput, SourceUnavailable } from '../errors.js';
+import { Cancelled, DeadlineExceeded, MalformedInput, SourceUnavailable } from '../errors.js';
 import type { ContainerRuntime } from './cgroup.js';
-import { AttestationCancelled, WorkloadErrorCode, WorkloadNotFound } from './errors.js';
+import { WorkloadErrorCode } from './errors.js';
 import type { RuntimeContainerInfo } from './selectors.js';
 
 export interface RuntimeInspectResult extends RuntimeContainerInfo {
@@ -94,8 +94,8 @@ class Cache {
   }
 }
 
-function cancelled(): AttestationCancelled {
-  return new AttestationCancelled(WorkloadErrorCode.CANCELLED, 'attestation cancelled');
+function cancelled(): Cancelled {
+  return new Cancelled(WorkloadErrorCode.CANCELLED, 'attestation cancelled');
 }
 
 export class CriClient implements RuntimeClient {
@@ -134,7 +134,7 @@ export class CriClient implements RuntimeClient {
           if (err) {
             if (signal.aborted) reject(cancelled());
             else if (err.code === grpc.status.NOT_FOUND)
-              reject(new WorkloadNotFound(WorkloadErrorCode.RUNTIME_NOT_FOUND, `CRI runtime does not know container ${containerId}`, { fields: { container_id: containerId } }));
+              reject(new DeadlineExceeded(WorkloadErrorCode.RUNTIME_NOT_FOUND, `CRI runtime does not know container ${containerId}`, { fields: { container_id: containerId } }));
             else
               reject(new SourceUnavailable(WorkloadErrorCode.RUNTIME_UNAVAILABLE, `CRI ContainerStatus on ${this.endpoint} failed (${grpc.status[err.code] ?? err.code})`, { fields: { endpoint: this.endpoint }, cause: err }));
             return;
@@ -208,7 +208,7 @@ export class DockerClient implements RuntimeClient {
           res.on('error', (e) => reject(new SourceUnavailable(WorkloadErrorCode.RUNTIME_UNAVAILABLE, `${this.endpoint}: ${e.message}`, { cause: e })));
           res.on('end', () => {
             if (res.statusCode === 404) {
-              reject(new WorkloadNotFound(WorkloadErrorCode.RUNTIME_NOT_FOUND, `${this.#runtime} does not know container ${containerId}`, { fields: { container_id: containerId } }));
+              reject(new DeadlineExceeded(WorkloadErrorCode.RUNTIME_NOT_FOUND, `${this.#runtime} does not know container ${containerId}`, { fields: { container_id: containerId } }));
               return;
             }
             if (res.statusCode !== 200) {
