@@ -67,7 +67,7 @@ describe('start time (field 22)', () => {
       }),
     );
   });
-  it('a missing PID is ProcessGone (NOT_FOUND); a bad PID is INVALID_ARGUMENT', () => {
+  it('a missing PID is NotFound (NOT_FOUND); a bad PID is INVALID_ARGUMENT', () => {
     const e = thrown(() => new Procfs(join(dir.path, 'empty')).startTime(5));
     expect(e.grpcCode).toBe(GrpcCode.NOT_FOUND);
     expect(thrown(() => new Procfs().startTime(0)).grpcCode).toBe(GrpcCode.INVALID_ARGUMENT);
