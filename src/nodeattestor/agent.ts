@@ -113,12 +113,8 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
   }
 
   async validate(raw: Record<string, unknown>): Promise<string[]> {
-    try {
-      parseConfig(agentConfigSchema, raw, 'tpm agent');
-      return [];
-    } catch (err) {
-      return [(err as Error).message];
-    }
+    parseConfig(agentConfigSchema, raw, 'tpm agent');
+    return [];
   }
 
   async close(): Promise<void> {

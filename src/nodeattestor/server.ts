@@ -99,12 +99,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
   }
 
   async validate(raw: Record<string, unknown>, core: CoreConfig): Promise<string[]> {
-    try {
-      await this.#load(raw, core);
-      return [];
-    } catch (err) {
-      return [(err as Error).message];
-    }
+    await this.#load(raw, core); // loads CA files and policies too, so file problems show up in `spire-server validate`
+    return [];
   }
 
   async #load(raw: Record<string, unknown>, core: CoreConfig): Promise<ServerState> {
@@ -178,7 +174,6 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const payload = decodePayload(payloadBytes);
     const ekPublic = parseTpm2bPublic(payload.ek_pub);
     const akPublic = parseTpm2bPublic(payload.ak_pub);
-    const eventLog = payload.event_log ? parseEventLog(payload.event_log) : undefined;
 
     // 2. Is this a TPM we trust? (certificate chain or allowlisted EK key)
     const ek: TrustedEk = await state.ekTrust.verify({
@@ -192,6 +187,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const agentId = SpiffeId.fromSegments(state.trustDomain, 'spire', 'agent', state.config.plugin_name, ek.pubHash).toString();
     audit['agent_id'] = agentId;
 
+    // Only a trusted EK earns parsing a (possibly megabytes long) event log.
+    const eventLog = payload.event_log ? parseEventLog(payload.event_log) : undefined;
     if (!eventLog && state.config.require_event_log) {
       throw new AttestationRefused('ERR_EVENTLOG_MISSING', `node ${node}: no measured-boot event log was sent and require_event_log is on`, {
         fields: { rule: 'require_event_log' },

@@ -3,7 +3,7 @@
  * `log_level`, validates the trust domain and hands the rest to the plugin's typed schema.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { InvalidConfig } from '../errors.js';
+import { GrpcCode, InvalidConfig, isAttestorError } from '../errors.js';
 import { TrustDomain } from '../spiffe/trust-domain.js';
 import { unary } from './handlers.js';
 import { decodePluginData } from './hcl.js';
@@ -63,7 +63,8 @@ export class ConfigService {
           const notes = this.#plugin.validate ? await this.#plugin.validate(raw, core) : [];
           return { valid: notes.length === 0, notes };
         } catch (err) {
-          if (err instanceof InvalidConfig) return { valid: false, notes: [err.message] };
+          // Invalid configuration is Validate's answer, not its failure.
+          if (isAttestorError(err) && err.grpcCode === GrpcCode.INVALID_ARGUMENT) return { valid: false, notes: [err.message] };
           throw err;
         }
       }),

@@ -49,7 +49,10 @@ export interface Configurable {
    * May be called again at run time (SIGUSR1 with a changed plugin_data_file): swap atomically.
    */
   configure(raw: Record<string, unknown>, core: CoreConfig): Promise<void>;
-  /** Optional: extra checks for `spire-server validate`; return human-readable notes (empty = valid). */
+  /**
+   * Optional: `spire-server validate` (SPIRE >= 1.14). Check without applying: throw InvalidConfig for a bad
+   * configuration (the runtime turns it into a note), return extra notes (warnings), or [] when valid.
+   */
   validate?(raw: Record<string, unknown>, core: CoreConfig): Promise<string[]>;
   /** Called at Deinit and before Shutdown: release timers, sockets, child processes. */
   close?(): Promise<void>;

@@ -103,12 +103,8 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
   }
 
   async validate(raw: Record<string, unknown>, _core: CoreConfig): Promise<string[]> {
-    try {
-      parseConfig(raw, this.#opts.env ?? process.env);
-      return [];
-    } catch (err) {
-      return [err instanceof Error ? err.message : String(err)];
-    }
+    parseConfig(raw, this.#opts.env ?? process.env);
+    return [];
   }
 
   async close(): Promise<void> {

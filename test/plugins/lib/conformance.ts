@@ -21,12 +21,8 @@ export const definition: PluginDefinition = {
         config = { ...parseConfig(schema, raw, 'conformance'), trustDomain: TrustDomain.parse(core.trustDomain) };
       },
       async validate(raw) {
-        try {
-          parseConfig(schema, raw, 'conformance');
-          return [];
-        } catch (err) {
-          return [(err as Error).message];
-        }
+        parseConfig(schema, raw, 'conformance');
+        return [];
       },
       async attest(payload, io) {
         if (!config) throw new NotConfigured('ERR_NOT_CONFIGURED', 'not configured');
