@@ -83,6 +83,17 @@ async function greeterServer(serverSource: SvidSource, allowed = CLIENT_ID) {
   return { server, url, handled, tlsErrors };
 }
 
+/** The demo pair on the edge trust domain: the greeter server with its SVID source, and a ready client source. */
+async function demoPair() {
+  const serverApi = await agent(edge, SERVER_PATH);
+  const clientApi = await agent(edge, CLIENT_PATH);
+  const serverSource = source(serverApi);
+  const greeter = await greeterServer(serverSource);
+  const clientSource = source(clientApi);
+  await clientSource.ready();
+  return { serverApi, clientApi, serverSource, clientSource, ...greeter };
+}
+
 function closeServer(server: https.Server): Promise<void> {
   return new Promise((resolve) => {
     server.closeAllConnections();
@@ -145,11 +156,7 @@ describe('SvidSource', () => {
 
 describe('mTLS between the two demo services', () => {
   it('client and server authenticate each other with their SVIDs over real HTTPS', async () => {
-    const serverApi = await agent(edge, SERVER_PATH);
-    const clientApi = await agent(edge, CLIENT_PATH);
-    const { url, handled } = await greeterServer(source(serverApi));
-    const clientSource = source(clientApi);
-    await clientSource.ready();
+    const { url, handled, clientSource, serverApi, clientApi } = await demoPair();
 
     const res = await mtlsRequest(url, { source: clientSource, authorizeServer: allowIds(SERVER_ID) });
     expect(res.status).toBe(200);
@@ -161,12 +168,7 @@ describe('mTLS between the two demo services', () => {
   });
 
   it('picks up rotated SVIDs: new connections present the new certificates, both ways', async () => {
-    const serverApi = await agent(edge, SERVER_PATH);
-    const clientApi = await agent(edge, CLIENT_PATH);
-    const serverSource = source(serverApi);
-    const { url } = await greeterServer(serverSource);
-    const clientSource = source(clientApi);
-    await clientSource.ready();
+    const { serverApi, clientApi, serverSource, clientSource, url } = await demoPair();
     const call = () => mtlsRequest(url, { source: clientSource, authorizeServer: allowIds(SERVER_ID) });
 
     const before = await call();
@@ -222,11 +224,7 @@ describe('mTLS between the two demo services', () => {
   });
 
   it("the client refuses a server whose SPIFFE ID is not the expected one", async () => {
-    const serverApi = await agent(edge, SERVER_PATH);
-    const clientApi = await agent(edge, CLIENT_PATH);
-    const { url, handled } = await greeterServer(source(serverApi));
-    const clientSource = source(clientApi);
-    await clientSource.ready();
+    const { url, handled, clientSource } = await demoPair();
     await expect(mtlsRequest(url, { source: clientSource, authorizeServer: allowIds(`spiffe://${TD}/ns/demo/sa/payments`) })).rejects.toThrow(
       `server SPIFFE ID ${SERVER_ID} is not allowed`,
     );
@@ -234,12 +232,7 @@ describe('mTLS between the two demo services', () => {
   });
 
   it('survives the Workload API going away and coming back, then serves the SVID issued meanwhile', async () => {
-    const serverApi = await agent(edge, SERVER_PATH);
-    const clientApi = await agent(edge, CLIENT_PATH);
-    const serverSource = source(serverApi);
-    const { url } = await greeterServer(serverSource);
-    const clientSource = source(clientApi);
-    await clientSource.ready();
+    const { serverApi, serverSource, clientSource, url } = await demoPair();
 
     const dropped = once(serverSource, 'disconnected');
     await serverApi.goAway();
