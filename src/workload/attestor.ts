@@ -138,6 +138,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     );
     if (!located) {
       this.#checkSame(procfs, pid, before);
+      this.#ctx.log.debug('not in a container: no selectors', { pid });
       return [];
     }
     const out = await this.#selectorsFor(s, located, signal);
@@ -148,6 +149,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     }
     checkSignal(signal, pid);
     this.#checkSame(procfs, pid, before);
+    this.#ctx.log.debug('workload attested', { pid, container_id: located.containerId.toString(), pod_uid: located.podUid?.toString(), selectors: out.length });
     return out;
   }
 
