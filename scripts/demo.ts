@@ -1,6 +1,12 @@
 /**
- * npm run demo: attest a simulated edge node end to end, the way SPIRE drives our plugins.
+ * npm run demo: attest a simulated edge node end to end.
  *
+ * With real SPIRE (binaries in .cache/spire from `npm run spire:install`, in SPIRE_BIN_DIR or on PATH; built once
+ * here when Go is installed) an unmodified spire-server and spire-agent load our plugins and the demo shows the
+ * agent SVID, a workload SVID, an mTLS exchange between two edge services, a rotation that re-attests, and a boot
+ * change that loses the identity (see demoRealSpire below).
+ *
+ * Without SPIRE and Go it falls back to the embedded host, which drives the plugins the way SPIRE does:
  *  1. installs swtpm + tpm2-tools if missing (Debian, as root) and builds the plugin binaries;
  *  2. provisions a software TPM with an EK certificate from a local CA, and "boots" it by extending a
  *     real firmware event log (Secure Boot on) into its PCRs;
@@ -42,14 +48,45 @@ function ensureTools(): void {
   });
 }
 
+const PLUGINS = new Set(['dist/bin/tpm-server', 'dist/bin/tpm-agent', 'dist/bin/edge-workload']);
+
 async function main(): Promise<void> {
   const t0 = performance.now();
   step(1, 'Tools and plugin binaries');
   ensureTools();
-  execFileSync(process.execPath, [join(root, 'scripts/build.mjs')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(process.execPath, [join(root, 'scripts/build.mjs'), '--quiet'], { stdio: ['ignore', 'ignore', 'inherit'] });
   const checksums = JSON.parse(readFileSync(join(root, 'dist/checksums.json'), 'utf8')) as { file: string; sha256: string }[];
-  for (const c of checksums.filter((c) => c.file.startsWith('dist/bin/'))) info(`${c.file.padEnd(32)} plugin_checksum = "${c.sha256}"`);
+  for (const c of checksums.filter((c) => PLUGINS.has(c.file))) info(`${c.file.padEnd(24)} plugin_checksum = "${c.sha256}"`);
 
+  const spire = await findOrBuildSpire();
+  if (spire) {
+    const { demoRealSpire } = await import('./demo-spire.js');
+    await demoRealSpire(spire, { step, info, bold });
+  } else {
+    await demoEmbeddedHost();
+  }
+  console.log(`\n${bold('Done')} in ${((performance.now() - t0) / 1000).toFixed(1)} s.`);
+}
+
+/** SPIRE binaries already here, or built once from tools/spire when Go is installed; undefined otherwise. */
+async function findOrBuildSpire(): Promise<import('../test/helpers/spire.js').SpireInstall | undefined> {
+  const { spireInstalls, resetSpireInstalls } = await import('../test/helpers/spire.js');
+  const found = spireInstalls()[0];
+  if (found) {
+    info(`real SPIRE ${found.version} (${found.source}): ${found.server}`);
+    return found;
+  }
+  if (!have('go')) {
+    info('no SPIRE binaries and no Go: using the embedded SPIRE host. For real SPIRE: install Go ≥ 1.26 and run `npm run spire:install` (or set SPIRE_BIN_DIR).');
+    return undefined;
+  }
+  info('no SPIRE binaries yet: building the newest pinned SPIRE once with Go (a few minutes; progress below)…');
+  execFileSync(process.execPath, [join(root, 'scripts/spire-install.mjs'), '--newest'], { stdio: ['ignore', 'inherit', 'inherit'] });
+  resetSpireInstalls();
+  return spireInstalls()[0];
+}
+
+async function demoEmbeddedHost(): Promise<void> {
   // Test helpers double as a small SPIRE host emulator; imported after the build so they find the binaries.
   const { startSwtpm, extendPcrs } = await import('../test/helpers/swtpm.js');
   const { simulateMeasuredBoot, pcrEvent2Sha256 } = await import('../test/helpers/measured-boot.js');
@@ -114,8 +151,6 @@ async function main(): Promise<void> {
 
     step(6, 'Workload attestation: PID → container → pod, from a kubelet-shaped cgroup and a kubelet pod list');
     await demoWorkload(launch, cleanups, ServiceNames.workloadAttestor);
-
-    console.log(`\n${bold('Done')} in ${((performance.now() - t0) / 1000).toFixed(1)} s.`);
   } finally {
     for (const h of harnesses) await h.kill();
     for (const c of cleanups.reverse()) await c();

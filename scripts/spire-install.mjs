@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run spire:install [-- <version>...]
+// npm run spire:install [-- <version>... | --newest]
 //
 // Builds the real spire-server and spire-agent that the end-to-end tests, the demo and the benchmarks run, from the
 // Go modules pinned in tools/spire/<version>/ (go.mod + go.sum, one module per SPIRE version because each release
@@ -174,7 +174,8 @@ async function main() {
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
   const pinned = pinnedVersions();
   for (const v of wanted) if (!pinned.includes(v)) throw new Error(`${v} is not pinned; pinned: ${pinned.join(', ')}`);
-  for (const v of wanted.length > 0 ? wanted : pinned) keep(await build(v));
+  const chosen = process.argv.includes('--newest') ? pinned.slice(0, 1) : wanted.length > 0 ? wanted : pinned;
+  for (const v of chosen) keep(await build(v));
   log(`ready: ${manifest.spire.map((e) => `${e.version} (${e.dir})`).join(', ')}`);
 }
 

@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { makePki, startHttps, type TestPki, type TestServer } from '../workload/helpers.js';
 
 export interface PodSpec {
@@ -99,9 +99,12 @@ export class PodCgroups {
   /** Creates the pod's cgroup (root only: a test that cannot create one fails rather than skips). */
   place(pod: Pod): string {
     const dir = this.dirOf(pod);
-    if (!existsSync(dir)) {
+    // Remember every directory this call creates (kubepods/besteffort too), so cleanup leaves the host as it was.
+    const missing: string[] = [];
+    for (let d = dir; d.startsWith(`${this.#root}/`) && !existsSync(d); d = dirname(d)) missing.push(d);
+    if (missing.length > 0) {
       mkdirSync(dir, { recursive: true });
-      this.#dirs.push(dir, join(dir, '..'));
+      this.#dirs.push(...missing);
     }
     return dir;
   }
@@ -137,8 +140,8 @@ export class PodCgroups {
           }),
       ),
     );
-    // Children first (container dirs), then pod dirs; a cgroup can be removed only once it is empty.
-    for (const dir of this.#dirs.splice(0).reverse().sort((a, b) => b.length - a.length)) {
+    // Deepest first; a cgroup can be removed only once it is empty (a shared parent another user still fills stays).
+    for (const dir of this.#dirs.splice(0).sort((a, b) => b.length - a.length)) {
       for (let i = 0; i < 50 && existsSync(dir); i++) {
         try {
           rmdirSync(dir);

@@ -38,6 +38,11 @@ function installAt(dir: string, source: string): SpireInstall | undefined {
 
 let cached: SpireInstall[] | undefined;
 
+/** Forgets the installs found so far (after `npm run spire:install` added one). */
+export function resetSpireInstalls(): void {
+  cached = undefined;
+}
+
 /**
  * Every SPIRE install this machine has, newest first, deduplicated by version: SPIRE_BIN_DIR, then the binaries
  * `npm run spire:install` built (.cache/spire/installed.json), then PATH.
