@@ -54,7 +54,8 @@ async function main(): Promise<void> {
   const t0 = performance.now();
   step(1, 'Tools and plugin binaries');
   ensureTools();
-  execFileSync(process.execPath, [join(root, 'scripts/build.mjs'), '--quiet'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  // --no-build: the binaries are already built (the demo test runs beside other tests that use them).
+  if (!process.argv.includes('--no-build')) execFileSync(process.execPath, [join(root, 'scripts/build.mjs'), '--quiet'], { stdio: ['ignore', 'ignore', 'inherit'] });
   const checksums = JSON.parse(readFileSync(join(root, 'dist/checksums.json'), 'utf8')) as { file: string; sha256: string }[];
   for (const c of checksums.filter((c) => PLUGINS.has(c.file))) info(`${c.file.padEnd(24)} plugin_checksum = "${c.sha256}"`);
 
