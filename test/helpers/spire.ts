@@ -6,7 +6,7 @@
  * Everything a test does to SPIRE goes through SPIRE's own CLI on the admin socket (`entry create`, `agent list`,
  * `bundle show`) or its Workload API, so the tests see exactly what an operator sees.
  */
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -159,7 +159,7 @@ export async function freePort(): Promise<number> {
 }
 
 /** A SPIRE process with its JSON log lines; `raw` keeps lines that were not JSON (there should be none). */
-class SpireProcess {
+export class SpireProcess {
   readonly logs: SpireLogLine[] = [];
   readonly raw: string[] = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -255,6 +255,10 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
 // ---------------------------------------------------------------------------------------------------------------
 // Server
 
+/** How a SPIRE process is started: plain `spawn`, or e.g. PodCgroups.spawn to run it inside a pod's cgroup. */
+export type Launch = (command: string, args: readonly string[], options: SpawnOptions) => ChildProcess;
+const plainLaunch: Launch = (command, args, options) => spawn(command, [...args], options);
+
 export interface ServerOptions {
   readonly spire: SpireInstall;
   /** Directory for configs, data and sockets (created). */
@@ -268,6 +272,13 @@ export interface ServerOptions {
   readonly logLevel?: string;
   /** Extra `server { }` settings. */
   readonly server?: { readonly [k: string]: HclValue | undefined };
+  /** `disk` keeps the CA keys across restarts (default `memory`). */
+  readonly keyManager?: 'memory' | 'disk';
+  /** Default: sqlite3 in the data dir. */
+  readonly dataStore?: { readonly database_type: string; readonly connection_string: string };
+  /** Fixed port (default: a free one, kept across restarts). */
+  readonly port?: number;
+  readonly launch?: Launch;
   /** Wait for the admin API to answer (default true). */
   readonly waitReady?: boolean;
 }
@@ -282,28 +293,51 @@ export interface AgentListEntry {
   can_reattest: boolean;
 }
 
+async function waitHealthy(proc: SpireProcess, check: () => Promise<{ code: number }>, what: string): Promise<void> {
+  try {
+    await until(what, 60_000, async () => ((await check()).code === 0 ? true : undefined), proc);
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+}
+
 export class SpireServer {
+  #proc: SpireProcess;
+  /** Every process this server has run, oldest first (restart() adds one); `logs` spans them all. */
+  readonly generations: SpireProcess[] = [];
+
   private constructor(
-    readonly proc: SpireProcess,
+    proc: SpireProcess,
     readonly options: ServerOptions,
     readonly socketPath: string,
     readonly port: number,
     readonly configPath: string,
-  ) {}
+  ) {
+    this.#proc = proc;
+    this.generations.push(proc);
+  }
 
+  get proc(): SpireProcess {
+    return this.#proc;
+  }
   get trustDomain(): string {
     return this.options.trustDomain ?? 'edge.example';
   }
   get logs(): SpireLogLine[] {
-    return this.proc.logs;
+    return this.generations.flatMap((g) => g.logs);
   }
 
   static async start(options: ServerOptions): Promise<SpireServer> {
     const { dir } = options;
     mkdirSync(join(dir, 'data'), { recursive: true });
-    const port = await freePort();
+    const port = options.port ?? (await freePort());
     const socketPath = join(dir, 'server.sock');
     const td = options.trustDomain ?? 'edge.example';
+    const keyManager =
+      options.keyManager === 'disk'
+        ? { type: 'KeyManager', name: 'disk', data: { keys_path: join(dir, 'data', 'keys.json') } }
+        : { type: 'KeyManager', name: 'memory', data: {} };
     const config = [
       toHcl({
         server: {
@@ -321,25 +355,29 @@ export class SpireServer {
         },
       }),
       pluginsHcl([
-        { type: 'DataStore', name: 'sql', data: { database_type: 'sqlite3', connection_string: join(dir, 'data', 'datastore.sqlite3') } },
-        { type: 'KeyManager', name: 'memory', data: {} },
+        { type: 'DataStore', name: 'sql', data: options.dataStore ?? { database_type: 'sqlite3', connection_string: join(dir, 'data', 'datastore.sqlite3') } },
+        keyManager,
         ...options.plugins,
       ]),
     ].join('\n');
     const configPath = join(dir, 'server.conf');
     writeFileSync(configPath, config + '\n');
-    const child = spawn(options.spire.server, ['run', '-config', configPath], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    const proc = new SpireProcess(child, `spire-server ${options.spire.version}`);
-    const server = new SpireServer(proc, options, socketPath, port, configPath);
-    if (options.waitReady !== false) {
-      try {
-        await until('spire-server healthcheck', 60_000, async () => ((await server.cli(['healthcheck'])).code === 0 ? true : undefined), proc);
-      } catch (err) {
-        await proc.stop();
-        throw err;
-      }
-    }
+    const server = new SpireServer(SpireServer.#spawn(options, configPath), options, socketPath, port, configPath);
+    if (options.waitReady !== false) await waitHealthy(server.proc, () => server.cli(['healthcheck']), 'spire-server healthcheck');
     return server;
+  }
+
+  static #spawn(options: ServerOptions, configPath: string): SpireProcess {
+    const child = (options.launch ?? plainLaunch)(options.spire.server, ['run', '-config', configPath], { cwd: options.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    return new SpireProcess(child, `spire-server ${options.spire.version}`);
+  }
+
+  /** Starts the server again on the same config, data and port (after stop(), or stops it first). */
+  async restart(waitReady = true): Promise<void> {
+    await this.#proc.stop();
+    this.#proc = SpireServer.#spawn(this.options, this.configPath);
+    this.generations.push(this.#proc);
+    if (waitReady) await waitHealthy(this.#proc, () => this.cli(['healthcheck']), 'spire-server healthcheck');
   }
 
   /** Runs `spire-server <args> -socketPath <admin socket>`. */
@@ -375,7 +413,7 @@ export class SpireServer {
   }
 
   stop(): Promise<void> {
-    return this.proc.stop();
+    return this.#proc.stop();
   }
 }
 
@@ -389,19 +427,32 @@ export interface AgentOptions {
   readonly plugins: readonly (ExternalPlugin | BuiltinPlugin)[];
   readonly logLevel?: string;
   readonly agent?: { readonly [k: string]: HclValue | undefined };
+  /** Connect here instead of the server's own port (a proxy in front of several servers). */
+  readonly serverPort?: number;
+  readonly launch?: Launch;
   /** Wait until the agent is attested and its Workload API answers (default true). */
   readonly waitReady?: boolean;
 }
 
 export class SpireAgent {
+  #proc: SpireProcess;
+  readonly generations: SpireProcess[] = [];
+
   private constructor(
-    readonly proc: SpireProcess,
+    proc: SpireProcess,
     readonly options: AgentOptions,
     readonly socketPath: string,
-  ) {}
+    readonly configPath: string,
+  ) {
+    this.#proc = proc;
+    this.generations.push(proc);
+  }
 
+  get proc(): SpireProcess {
+    return this.#proc;
+  }
   get logs(): SpireLogLine[] {
-    return this.proc.logs;
+    return this.generations.flatMap((g) => g.logs);
   }
 
   static async start(options: AgentOptions): Promise<SpireAgent> {
@@ -417,7 +468,7 @@ export class SpireAgent {
           log_level: options.logLevel ?? 'DEBUG',
           log_format: 'json',
           server_address: '127.0.0.1',
-          server_port: String(server.port),
+          server_port: String(options.serverPort ?? server.port),
           socket_path: socketPath,
           trust_domain: server.trustDomain,
           trust_bundle_path: bundlePath,
@@ -428,18 +479,22 @@ export class SpireAgent {
     ].join('\n');
     const configPath = join(dir, 'agent.conf');
     writeFileSync(configPath, config + '\n');
-    const child = spawn(options.spire.agent, ['run', '-config', configPath], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    const proc = new SpireProcess(child, `spire-agent ${options.spire.version}`);
-    const agent = new SpireAgent(proc, options, socketPath);
-    if (options.waitReady !== false) {
-      try {
-        await until('spire-agent healthcheck', 60_000, async () => ((await agent.cli(['healthcheck'])).code === 0 ? true : undefined), proc);
-      } catch (err) {
-        await proc.stop();
-        throw err;
-      }
-    }
+    const agent = new SpireAgent(SpireAgent.#spawn(options, configPath), options, socketPath, configPath);
+    if (options.waitReady !== false) await waitHealthy(agent.proc, () => agent.cli(['healthcheck']), 'spire-agent healthcheck');
     return agent;
+  }
+
+  static #spawn(options: AgentOptions, configPath: string): SpireProcess {
+    const child = (options.launch ?? plainLaunch)(options.spire.agent, ['run', '-config', configPath], { cwd: options.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    return new SpireProcess(child, `spire-agent ${options.spire.version}`);
+  }
+
+  /** What a supervisor (systemd, a kubelet) does: start the agent again on the same config and data dir. */
+  async restart(waitReady = true): Promise<void> {
+    await this.#proc.stop();
+    this.#proc = SpireAgent.#spawn(this.options, this.configPath);
+    this.generations.push(this.#proc);
+    if (waitReady) await waitHealthy(this.#proc, () => this.cli(['healthcheck']), 'spire-agent healthcheck');
   }
 
   cli(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -447,10 +502,10 @@ export class SpireAgent {
   }
 
   get pid(): number | undefined {
-    return this.proc.child.pid;
+    return this.#proc.child.pid;
   }
 
   stop(): Promise<void> {
-    return this.proc.stop();
+    return this.#proc.stop();
   }
 }
