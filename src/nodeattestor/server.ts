@@ -19,7 +19,7 @@ import type { MeasuredBootPolicy } from '../policy/policy.js';
 import { checkAkAttributes, encodeCredentialFile, makeCredential, secretsEqual } from '../tpm/activation.js';
 import { deriveBootFacts, type BootFacts } from '../tpm/bootfacts.js';
 import { parseEventLog } from '../tpm/eventlog.js';
-import { PcrSelection } from '../tpm/pcrs.js';
+import { DEFAULT_PCR_SELECTION, PcrSelection } from '../tpm/pcrs.js';
 import { hierarchyQualifiedName, parseTpm2bPublic, publicName, qualifiedName } from '../tpm/public.js';
 import { verifyQuote, type QuotedPcrs } from '../tpm/quote.js';
 import { replayEventLog, type VerifiedEvents } from '../tpm/replay.js';
@@ -30,8 +30,7 @@ import { NonceStore } from './nonce-store.js';
 import { nodeSelectors } from './selectors.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
 
-/** Firmware and boot loader (0-7), GRUB or systemd-boot command lines and files (8, 9). */
-export const DEFAULT_PCR_SELECTION = 'sha256:0,1,2,3,4,5,6,7,8,9';
+export { DEFAULT_PCR_SELECTION } from '../tpm/pcrs.js';
 const SECRET_BYTES = 32;
 const NONCE_BYTES = 32;
 

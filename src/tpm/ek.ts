@@ -94,7 +94,7 @@ export function derSequenceLength(bytes: Uint8Array): number {
 
 /** DER starts with a SEQUENCE tag; anything else is read as PEM text (which may carry `openssl x509 -text` output first). */
 function looksLikePem(bytes: Uint8Array): boolean {
-  return bytes.length > 0 && bytes[0] !== 0x30;
+  return bytes.length > 0 && bytes[0] !== 0x30 && Buffer.from(bytes.subarray(0, 64 * 1024)).toString('latin1').includes('-----BEGIN');
 }
 
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
@@ -131,12 +131,15 @@ export function parseEkCertificate(bytes: Uint8Array): X509Certificate {
     if (blocks.length !== 1) throw malformed(`expected one PEM certificate, found ${blocks.length}`);
     return fromDer(blocks[0]!);
   }
+  if (bytes.length > 0 && bytes[0] !== 0x30) {
+    throw malformed(`neither DER (a certificate starts with 0x30, this starts with 0x${bytes[0]!.toString(16).padStart(2, '0')}) nor PEM (no -----BEGIN CERTIFICATE----- block)`);
+  }
   return fromDer(bytes);
 }
 
 /** Every certificate in a PEM bundle, or the single certificate of a DER file. */
 export function parseCertificates(bytes: Uint8Array): X509Certificate[] {
-  if (looksLikePem(bytes)) return pemBlocks(bytes).map(fromDer);
+  if (bytes.length > 0 && bytes[0] !== 0x30) return pemBlocks(bytes).map(fromDer);
   return [fromDer(bytes)];
 }
 
