@@ -19,7 +19,15 @@ export async function loadPolicies(path: string, readFile: (p: string) => Promis
   } catch (err) {
     throw new InvalidConfig('ERR_CONFIG_POLICY', `tpm server: key "policy_path": cannot read ${path}: ${(err as Error).message}`);
   }
-  return parsePolicyFile(Buffer.from(bytes).toString('utf8'));
+  try {
+    return parsePolicyFile(Buffer.from(bytes).toString('utf8'));
+  } catch (err) {
+    // Name the file: with several servers and files, "policies.0.secureboot" alone does not say where.
+    if (err instanceof InvalidConfig) {
+      throw new InvalidConfig(err.code, `tpm server: key "policy_path": ${path}: ${err.message}`, { fields: { ...err.fields, path }, cause: err });
+    }
+    throw err;
+  }
 }
 
 /**

@@ -291,21 +291,32 @@ export class EkTrustStore {
    * bundle or one DER certificate. Empty entries, unparsable certificates and a store without any root are
    * InvalidConfig: a bad `ek_ca_path` must stop the server at Configure, never trust nothing or everything.
    */
-  static fromEntries(entries: readonly { readonly source: string; readonly bytes: Uint8Array }[]): EkTrustStore {
+  static fromEntries(
+    entries: readonly { readonly source: string; readonly bytes: Uint8Array; readonly inDirectory?: boolean }[],
+    warn?: (message: string, fields: Readonly<Record<string, string>>) => void,
+  ): EkTrustStore {
     const certs: X509Certificate[] = [];
-    for (const { source, bytes } of entries) {
+    for (const { source, bytes, inDirectory } of entries) {
       let parsed: X509Certificate[];
+      let problem: InvalidConfig | undefined;
       try {
         parsed = parseCertificates(bytes);
+        if (parsed.length === 0) problem = new InvalidConfig(ERR_EK_CA_CONFIG, `ek_ca_path: ${source} holds no certificate`, { fields: { source } });
       } catch (cause) {
-        throw new InvalidConfig(ERR_EK_CA_CONFIG, `ek_ca_path: ${source} holds an unparsable certificate`, { cause, fields: { source } });
+        parsed = [];
+        problem = new InvalidConfig(ERR_EK_CA_CONFIG, `ek_ca_path: ${source} holds an unparsable certificate`, { cause, fields: { source } });
       }
-      if (parsed.length === 0) {
-        throw new InvalidConfig(ERR_EK_CA_CONFIG, `ek_ca_path: ${source} holds no certificate`, { fields: { source } });
+      if (problem) {
+        // A file named in ek_ca_path must be a certificate; a README or checksum file next to the CAs in a
+        // directory is skipped (the directory must still yield a root, checked below).
+        if (!inDirectory) throw problem;
+        warn?.('ek_ca_path: skipping a file that is not a certificate', { path: source, reason: problem.message });
+        continue;
       }
       certs.push(...parsed);
       if (certs.length > MAX_STORE_CERTS) throw new InvalidConfig(ERR_EK_CA_CONFIG, `ek_ca_path: more than ${MAX_STORE_CERTS} certificates`);
     }
+    if (certs.length === 0) throw new InvalidConfig(ERR_EK_CA_CONFIG, 'ek_ca_path: no certificate found');
     const store = EkTrustStore.fromCertificates(certs);
     if (store.#roots.length === 0) {
       throw new InvalidConfig(ERR_EK_CA_CONFIG, 'ek_ca_path: no root (self-issued) certificate found');
