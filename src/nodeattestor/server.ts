@@ -255,7 +255,10 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       audit['secure_boot'] = facts.secureBoot.state;
       if (verified.appliedQuirks.length) audit['quirks'] = verified.appliedQuirks.map((q) => q.id).join(',');
     }
-    const passedPolicies = enforcePolicies(state.policies, state.policyMatch, facts, verified, node);
+    audit['policy_match'] = state.policies.length ? state.policyMatch : undefined;
+    const passedPolicies = enforcePolicies(state.policies, state.policyMatch, facts, verified, node, (failed) => {
+      audit['policies_failed'] = failed;
+    });
     if (passedPolicies.length) audit['policies'] = passedPolicies.join(',');
 
     const selectorValues = nodeSelectors({
