@@ -39,6 +39,11 @@ export interface EdgeWorkloadAttestorOptions {
   readonly probeTimeoutMs?: number;
 }
 
+/** The source's name for logs; `auto (probing)` while `auto` has not found one. */
+function podSourceLabel(source: PodSource): string {
+  return source instanceof DeferredAutoSource && !source.chosen ? 'auto (probing)' : source.name;
+}
+
 function checkSignal(signal: AbortSignal, pid: number): void {
   if (signal.aborted) throw new Cancelled(WorkloadErrorCode.CANCELLED, `pid ${pid}: attestation cancelled`, { fields: { pid } });
 }
@@ -70,15 +75,18 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
         if (probed) {
           index = makeIndex(probed.source);
           await index.start(probed.first);
-        } else if (!cri && !docker && !config.podmanEnabled) {
-          log.warn('pod_source = "auto": no pod source answered yet (kubelet, edged, metaserver, apiserver); probing again every poll_interval', {
-            node: config.nodeName,
-            poll_interval_ms: config.pollIntervalMs,
-          });
+        } else {
+          // Keep probing in every case: an edge node often boots before edged or MetaServer. With a runtime socket,
+          // containers get runtime selectors meanwhile, and pod selectors once a source answers.
+          const hasRuntime = cri !== undefined || docker !== undefined || config.podmanEnabled;
+          log.warn(
+            hasRuntime
+              ? 'pod_source = "auto": no pod source answered yet (kubelet, edged, metaserver, apiserver); using the container runtime socket until one does, probing again every poll_interval'
+              : 'pod_source = "auto": no pod source answered yet (kubelet, edged, metaserver, apiserver); probing again every poll_interval',
+            { node: config.nodeName, poll_interval_ms: config.pollIntervalMs, runtime_socket: config.runtimeSocket, docker_socket: config.dockerSocket },
+          );
           index = makeIndex(new DeferredAutoSource(autoCandidates(config), log, probeTimeout));
           await index.start();
-        } else {
-          log.warn('no pod source answered; using the container runtime socket only', { runtime_socket: config.runtimeSocket, docker_socket: config.dockerSocket });
         }
       } else if (config.podSource !== 'none') {
         index = makeIndex(buildSource(config.podSource, config));
@@ -94,7 +102,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     this.#state = { config, procfs: new Procfs(config.procPath), matchers, index, cri, docker, podman: new Map() };
     if (old) EdgeWorkloadAttestor.#release(old);
     log.info('workload attestor configured', {
-      pod_source: index?.source.name ?? 'none',
+      pod_source: index ? podSourceLabel(index.source) : 'none',
       proc_path: config.procPath,
       node: config.nodeName,
       runtime_socket: config.runtimeSocket,
@@ -173,9 +181,13 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
 
     const podOnly = s.config.disableContainerSelectors;
     const q = { containerId: cid, ...(podUid !== undefined ? { podUid } : {}), podOnly };
+    const hasRuntime = s.cri !== undefined || s.docker !== undefined || (located.runtime === 'podman' && s.config.podmanEnabled);
+    // `auto` still probing (no pod source has answered since Configure): the runtime socket answers meanwhile.
+    if (hasRuntime && index.source instanceof DeferredAutoSource && !index.source.chosen) {
+      return this.#fromRuntime(s, located, signal, 'runtime');
+    }
     // No pod UID in the cgroup path and a runtime socket to ask: a short look in the index (one shared
     // refresh), then the runtime. This is the plain-container-on-a-Kubernetes-node case.
-    const hasRuntime = s.cri !== undefined || s.docker !== undefined || (located.runtime === 'podman' && s.config.podmanEnabled);
     const runtimeFallback = podUid === undefined && hasRuntime;
     const deadline = runtimeFallback ? 0 : s.config.missRetryDeadlineMs;
     let found;

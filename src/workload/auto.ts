@@ -103,6 +103,11 @@ export class DeferredAutoSource implements PodSource {
     this.#probeTimeoutMs = probeTimeoutMs;
   }
 
+  /** Whether a source has answered and been chosen; until then no pod can be found. */
+  get chosen(): boolean {
+    return this.#chosen !== undefined;
+  }
+
   get name(): PodSourceName {
     // Before a source is chosen no pod can be found, so no selector ever carries this placeholder.
     return this.#chosen?.name ?? 'kubelet';
