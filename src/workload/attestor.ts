@@ -9,7 +9,8 @@
  * source. The start time is read again at the end: a different value means the PID was reused while we
  * looked, and the answer is refused (PreconditionFailed `ERR_WORKLOAD_PID_REUSED`).
  */
-import { Cancelled, NotConfigured, PreconditionFailed } from '../errors.js';
+import { statSync } from 'node:fs';
+import { Cancelled, InvalidConfig, NotConfigured, PreconditionFailed } from '../errors.js';
 import type { CoreConfig, PluginContext, WorkloadAttestor } from '../plugin/types.js';
 import { autoCandidates, buildSource, DeferredAutoSource, probeSources } from './auto.js';
 import { CgroupMatchers, locateContainer, podmanSocketFor, type Located } from './cgroup.js';
@@ -39,6 +40,14 @@ export interface EdgeWorkloadAttestorOptions {
   readonly probeTimeoutMs?: number;
 }
 
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** The source's name for logs; `auto (probing)` while `auto` has not found one. */
 function podSourceLabel(source: PodSource): string {
   return source instanceof DeferredAutoSource && !source.chosen ? 'auto (probing)' : source.name;
@@ -59,9 +68,8 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
   }
 
   async configure(raw: Record<string, unknown>, _core: CoreConfig): Promise<void> {
-    const config = parseConfig(raw, this.#opts.env ?? process.env);
+    const { config, matchers } = this.#check(raw);
     const log = this.#ctx.log;
-    const matchers = config.containerIdCgroupMatchers ? CgroupMatchers.parse(config.containerIdCgroupMatchers) : undefined;
     const cri = config.runtimeSocket ? new CriClient(config.runtimeSocket, config.requestTimeoutMs) : undefined;
     const docker = config.dockerSocket ? new DockerClient(config.dockerSocket, config.requestTimeoutMs) : undefined;
 
@@ -110,9 +118,22 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     });
   }
 
+  /** Everything Configure checks before it contacts a pod source. */
   async validate(raw: Record<string, unknown>, _core: CoreConfig): Promise<string[]> {
-    parseConfig(raw, this.#opts.env ?? process.env);
+    this.#check(raw);
     return [];
+  }
+
+  #check(raw: Record<string, unknown>): { config: WorkloadConfig; matchers: CgroupMatchers | undefined } {
+    const config = parseConfig(raw, this.#opts.env ?? process.env);
+    // A proc_path typo would make every PID look like it exited.
+    if (!isDirectory(config.procPath)) {
+      throw new InvalidConfig(WorkloadErrorCode.CONFIG, `workload attestor config: "proc_path": ${config.procPath} is not a directory`, {
+        fields: { key: 'proc_path', path: config.procPath },
+      });
+    }
+    const matchers = config.containerIdCgroupMatchers ? CgroupMatchers.parse(config.containerIdCgroupMatchers) : undefined;
+    return { config, matchers };
   }
 
   async close(): Promise<void> {

@@ -10,8 +10,8 @@
  * same setting both ways is an error.
  */
 import { z } from 'zod';
-import { InvalidConfig } from '../errors.js';
-import { parseDuration } from '../plugin/config-schema.js';
+import { InvalidConfig, InvalidConfigList } from '../errors.js';
+import { issueMessages, parseDuration } from '../plugin/config-schema.js';
 import { WorkloadErrorCode } from './errors.js';
 
 export const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -140,10 +140,11 @@ export function parseConfig(raw: Record<string, unknown>, env: Readonly<Record<s
   const flat = flattenBlocks(raw ?? {});
   const r = Schema.safeParse(flat);
   if (!r.success) {
-    const issue = r.error.issues[0]!;
-    if (issue.code === 'unrecognized_keys') throw invalid(issue.keys.join(', '), 'unknown key');
-    const key = issue.path.map(String).join('.') || '(root)';
-    throw invalid(key, issue.message);
+    // Every problem at once, with a "did you mean" for unknown keys.
+    const problems = issueMessages(r.error, Schema).map((m) => `workload attestor config: ${m}`);
+    const keys = r.error.issues.flatMap((i) => (i.code === 'unrecognized_keys' ? i.keys : [i.path.map(String).join('.') || '(root)']));
+    if (problems.length === 1) throw new InvalidConfig(WorkloadErrorCode.CONFIG, problems[0]!, { fields: { key: keys[0] } });
+    throw new InvalidConfigList(WorkloadErrorCode.CONFIG, `workload attestor config: ${problems.length} problems: ${problems.join('; ')}`, problems);
   }
   const c = r.data;
   const ms = (v: string | number | undefined, d: number): number => (v === undefined ? d : parseDuration(v)!);
