@@ -3,7 +3,10 @@
  * (a block decodes to a one-element list) and errors that name the key and what was expected.
  */
 import { z } from 'zod';
+import { nearestKey } from '../did-you-mean.js';
 import { InvalidConfig, InvalidConfigList } from '../errors.js';
+
+export { nearestKey };
 
 export { z };
 
@@ -41,34 +44,6 @@ function describePath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const part of path) out += typeof part === 'number' ? `[${part}]` : out ? `.${String(part)}` : String(part);
   return out;
-}
-
-/** Levenshtein distance, bounded: config keys are short. */
-function editDistance(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = prev[j]!;
-      prev[j] = Math.min(prev[j]! + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return prev[b.length]!;
-}
-
-/** The known key an unknown one was most likely meant to be (a typo, a missing `_`, a prefix), if any. */
-export function nearestKey(key: string, known: readonly string[]): string | undefined {
-  const norm = (k: string) => k.toLowerCase().replace(/[-_.:\s]/g, '');
-  let best: { key: string; distance: number } | undefined;
-  for (const candidate of known) {
-    const d = norm(candidate) === norm(key) ? 0 : editDistance(key.toLowerCase(), candidate.toLowerCase());
-    const prefix = key.length >= 4 && candidate.startsWith(key);
-    const limit = Math.max(1, Math.min(3, Math.floor(candidate.length / 4)));
-    if ((d <= limit || prefix) && (best === undefined || d < best.distance)) best = { key: candidate, distance: prefix ? Math.min(d, limit) : d };
-  }
-  return best?.key;
 }
 
 /** The keys of an object schema at `path` (through optional/default/refine wrappers), for "did you mean". */
