@@ -92,6 +92,13 @@ describe('ek-hash from files', () => {
     expect(res.stdout).toBe('');
     expect(res.stderr).toMatch(/^spire-edge-attest: error/);
   });
+
+  it('a binary file that is not DER is not called "no PEM certificate": the message says neither form matched', async () => {
+    const res = await run('ek-hash', '--cert', `${EVENTLOG}/kl-binary_bios_measurements.bin`);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/\[ERR_EK_CERT_MALFORMED\]: EK certificate: neither DER \(a certificate starts with 0x30, this starts with 0x00\) nor PEM/);
+    expect(res.stderr).not.toMatch(/expected one PEM certificate/);
+  });
 });
 
 describe('ek-hash from a real TPM (swtpm)', () => {
