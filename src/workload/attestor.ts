@@ -50,7 +50,7 @@ function isDirectory(path: string): boolean {
 
 /** The source's name for logs; `auto (probing)` while `auto` has not found one. */
 function podSourceLabel(source: PodSource): string {
-  return source instanceof DeferredAutoSource && !source.chosen ? 'auto (probing)' : source.name;
+  return source.probing === true ? 'auto (probing)' : source.name;
 }
 
 function checkSignal(signal: AbortSignal, pid: number): void {
@@ -204,7 +204,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     const q = { containerId: cid, ...(podUid !== undefined ? { podUid } : {}), podOnly };
     const hasRuntime = s.cri !== undefined || s.docker !== undefined || (located.runtime === 'podman' && s.config.podmanEnabled);
     // `auto` still probing (no pod source has answered since Configure): the runtime socket answers meanwhile.
-    if (hasRuntime && index.source instanceof DeferredAutoSource && !index.source.chosen) {
+    if (hasRuntime && index.source.probing === true) {
       return this.#fromRuntime(s, located, signal, 'runtime');
     }
     // No pod UID in the cgroup path and a runtime socket to ask: a short look in the index (one shared

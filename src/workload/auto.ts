@@ -103,9 +103,9 @@ export class DeferredAutoSource implements PodSource {
     this.#probeTimeoutMs = probeTimeoutMs;
   }
 
-  /** Whether a source has answered and been chosen; until then no pod can be found. */
-  get chosen(): boolean {
-    return this.#chosen !== undefined;
+  /** No source has answered yet; until one does no pod can be found. */
+  get probing(): boolean {
+    return this.#chosen === undefined;
   }
 
   get name(): PodSourceName {

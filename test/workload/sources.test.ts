@@ -309,6 +309,49 @@ describe('auto probing', () => {
   });
 });
 
+describe('logs say what is going on', () => {
+  it('auto with nothing answering: "probing", never "serving the last snapshot" without one', async () => {
+    const down = await startHttp((_req, res) => json(res, { message: 'starting' }, 503));
+    const ctx = testContext();
+    const a = new EdgeWorkloadAttestor(ctx, { env: {}, probeTimeoutMs: 300 });
+    try {
+      await a.configure({ pod_source: 'auto', proc_path: proc, kubelet_token_path: f('none'), edged_port: down.port, poll_interval: '100ms' }, core);
+      await waitFor(() => ctx.log.lines.filter((l) => l.level === 'warn').length >= 2);
+      const configured = ctx.log.lines.find((l) => l.message === 'workload attestor configured')!;
+      expect(configured.fields?.['pod_source']).toBe('auto (probing)');
+      expect(ctx.log.lines.some((l) => /serving the last snapshot/.test(l.message))).toBe(false);
+      expect(ctx.log.lines.some((l) => 'snapshot_age_ms' in (l.fields ?? {}))).toBe(false);
+      expect(ctx.log.lines.some((l) => /no pod source answered yet; pods cannot be attested until one does/.test(l.message))).toBe(true);
+    } finally {
+      await a.close();
+      await down.close();
+    }
+  });
+
+  it('a source that is down before its first answer: "no pod snapshot yet"', async () => {
+    const closed = await startHttp(() => undefined);
+    await closed.close();
+    await withAttestor({ pod_source: 'edged', proc_path: proc, edged_port: closed.port }, async (_a, ctx) => {
+      const warn = ctx.log.lines.find((l) => l.level === 'warn')!;
+      expect(warn.message).toBe('pod source unreachable; no pod snapshot yet, pods cannot be attested until it answers');
+      expect(warn.fields?.['snapshot_age_ms']).toBeUndefined();
+    });
+  });
+
+  it.each([
+    ['token', { kubelet_token_path: '/nonexistent/sa/token' }, /cannot read the service account token \/nonexistent\/sa\/token: no such file \(ENOENT\)/],
+    ['CA bundle', { kubelet_ca_path: '/nonexistent/sa/ca.crt' }, /cannot read the CA bundle \/nonexistent\/sa\/ca\.crt: no such file \(ENOENT\)/],
+  ])('an unreadable %s is named, with its path, in the log and the error', async (_what, extra, message) => {
+    await withAttestor(kubeletConfig({ ...extra, miss_retry_deadline: '0s' }), async (a, ctx) => {
+      expect(ctx.log.lines.some((l) => message.test(String(l.fields?.['error'] ?? '')))).toBe(true);
+      expect(a.sourceStatus()?.lastError).toMatch(message);
+      const e = await rejection(a.attest(101, signal()));
+      expect(e.grpcCode).toBe(GrpcCode.UNAVAILABLE);
+      expect(String(e.fields?.['last_error'] ?? e.message)).toMatch(message);
+    });
+  });
+});
+
 describe('the source going down', () => {
   it('serves the last snapshot (logging its age), then fails clearly past max_staleness', async () => {
     let up = true;
