@@ -13,7 +13,7 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,7 +48,9 @@ async function main(): Promise<void> {
   ensureTools();
   execFileSync(process.execPath, [join(root, 'scripts/build.mjs')], { stdio: ['ignore', 'ignore', 'inherit'] });
   const checksums = JSON.parse(readFileSync(join(root, 'dist/checksums.json'), 'utf8')) as { file: string; sha256: string }[];
-  for (const c of checksums.filter((c) => c.file.startsWith('dist/bin/'))) info(`${c.file.padEnd(32)} plugin_checksum = "${c.sha256}"`);
+  // Only the plugins get a plugin_checksum (not the CLI next to them in dist/bin, nor the test plugins).
+  const plugins = new Set(readdirSync(join(root, 'plugins')).filter((f) => f.endsWith('.ts')).map((f) => `dist/bin/${f.slice(0, -3)}`));
+  for (const c of checksums.filter((c) => plugins.has(c.file))) info(`${c.file.padEnd(32)} plugin_checksum = "${c.sha256}"`);
 
   // Test helpers double as a small SPIRE host emulator; imported after the build so they find the binaries.
   const { startSwtpm, extendPcrs } = await import('../test/helpers/swtpm.js');
@@ -132,6 +134,9 @@ async function demoWorkload(
   const podUid = randomUUID();
   const containerId = createHash('sha256').update(podUid).digest('hex');
   const dir = join(v1, 'kubepods', 'besteffort', `pod${podUid}`, containerId);
+  // Every level this demo creates is removed again, deepest first; levels that existed before are left alone.
+  const levels = [join(v1, 'kubepods'), join(v1, 'kubepods', 'besteffort'), join(v1, 'kubepods', 'besteffort', `pod${podUid}`), dir];
+  const created = levels.filter((d) => !existsSync(d)).reverse();
   try {
     mkdirSync(dir, { recursive: true });
   } catch (err) {
@@ -142,7 +147,7 @@ async function demoWorkload(
   await new Promise((r) => child.once('spawn', r));
   cleanups.push(() => {
     child.kill('SIGKILL');
-    for (const d of [dir, join(v1, 'kubepods', 'besteffort', `pod${podUid}`)]) {
+    for (const d of created) {
       for (let i = 0; i < 20 && existsSync(d); i++) {
         try {
           rmdirSync(d);
