@@ -70,12 +70,19 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
   async configure(raw: Record<string, unknown>, _core: CoreConfig): Promise<void> {
     const { config, matchers } = this.#check(raw);
     const log = this.#ctx.log;
+    for (const { key, reason } of config.ignored) log.info(`SPIRE k8s attestor setting "${key}" is accepted and ignored: ${reason}`, { key });
     const cri = config.runtimeSocket ? new CriClient(config.runtimeSocket, config.requestTimeoutMs) : undefined;
     const docker = config.dockerSocket ? new DockerClient(config.dockerSocket, config.requestTimeoutMs) : undefined;
 
     let index: PodIndex | undefined;
     const makeIndex = (source: PodSource): PodIndex =>
-      new PodIndex({ source, log: log.named('pod-index'), pollIntervalMs: config.pollIntervalMs, maxStalenessMs: config.maxStalenessMs });
+      new PodIndex({
+        source,
+        log: log.named('pod-index'),
+        pollIntervalMs: config.pollIntervalMs,
+        maxStalenessMs: config.maxStalenessMs,
+        minRefreshGapMs: config.missRefreshGapMs,
+      });
     try {
       if (config.podSource === 'auto') {
         const probeTimeout = this.#opts.probeTimeoutMs ?? Math.min(config.requestTimeoutMs, 3000);
@@ -165,6 +172,18 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
       { cgroup: procfs.cgroup(pid), mountinfo: () => procfs.mountinfo(pid) },
       { mountinfoFallback: config.mountinfoFallback, ...(s.matchers ? { matchers: s.matchers } : {}) },
     );
+    if (config.verboseLocatorLogs) {
+      // SPIRE's verbose_container_locator_logs: what the locator saw, to debug a PID that is not found.
+      this.#ctx.log.info('container locator', {
+        pid,
+        cgroup: (procfs.cgroup(pid) ?? '').slice(0, 2000),
+        container_id: located?.containerId.toString(),
+        pod_uid: located?.podUid?.toString(),
+        runtime: located?.runtime,
+        cgroup_path: located?.path,
+        via: located?.via,
+      });
+    }
     if (!located) {
       this.#checkSame(procfs, pid, before);
       return [];

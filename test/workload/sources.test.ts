@@ -309,6 +309,79 @@ describe('auto probing', () => {
   });
 });
 
+describe("SPIRE's k8s attestor keys, against real kubelet-shaped servers", () => {
+  // Only SPIRE's keys (plus proc_path, which SPIRE has no need for); no pod_source: auto, kubelet first.
+  const spire = (extra: Record<string, unknown>): Record<string, unknown> => ({ proc_path: proc, kubelet_secure_port: kubelet.port, kubelet_ca_path: f('ca.pem'), ...extra });
+
+  it('token_path and kubelet_ca_path: the secure port with the bearer token, verified', async () => {
+    await withAttestor(spire({ token_path: f('token') }), async (a) => {
+      expect(a.sourceStatus()?.source).toBe('kubelet');
+      expect(await a.attest(101, signal())).toContain('pod-name:blog-24ck7');
+    });
+  });
+
+  it('certificate_path and private_key_path: X.509 client authentication', async () => {
+    await withAttestor(
+      spire({ kubelet_secure_port: kubeletMtls.port, certificate_path: f('client.pem'), private_key_path: f('client-key.pem'), token_path: f('no-such-token') }),
+      async (a) => {
+        expect(await a.attest(101, signal())).toContain('pod-name:blog-24ck7');
+      },
+    );
+  });
+
+  it('use_anonymous_authentication: no token and no client certificate are sent', async () => {
+    const seen: (string | undefined)[] = [];
+    const anonymous = await startHttps(pki, (req, res) => {
+      seen.push(req.headers.authorization);
+      json(res, podList);
+    });
+    try {
+      await withAttestor({ proc_path: proc, kubelet_secure_port: anonymous.port, kubelet_ca_path: f('ca.pem'), use_anonymous_authentication: true }, async (a) => {
+        expect(await a.attest(101, signal())).toContain('pod-name:blog-24ck7');
+      });
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((h) => h === undefined)).toBe(true);
+    } finally {
+      await anonymous.close();
+    }
+  });
+
+  it('skip_kubelet_verification: a kubelet certificate from another CA is accepted (and refused without it)', async () => {
+    await withAttestor(spire({ token_path: f('token'), kubelet_ca_path: f('wrong-ca.pem'), skip_kubelet_verification: true }), async (a) => {
+      expect(await a.attest(101, signal())).toContain('pod-name:blog-24ck7');
+    });
+    await withAttestor(spire({ token_path: f('token'), kubelet_ca_path: f('wrong-ca.pem'), miss_retry_deadline: '0s' }), async (a) => {
+      expect((await rejection(a.attest(101, signal()))).grpcCode).toBe(GrpcCode.UNAVAILABLE);
+    });
+  });
+
+  it('max_poll_attempts x poll_retry_interval bounds the wait for a container, one pod-list request per interval', async () => {
+    writeFakeProc(proc, 160, { cgroup: '0::/kubepods/besteffort/pod99999999-b29f-11e7-9350-020968147796/' + 'c'.repeat(64) + '\n' });
+    await withAttestor(spire({ token_path: f('token'), max_poll_attempts: 4, poll_retry_interval: '150ms', poll_interval: '1h', max_staleness: '2h' }), async (a) => {
+      const before = kubelet.requests.length;
+      const started = performance.now();
+      const e = await rejection(a.attest(160, signal()));
+      const took = performance.now() - started;
+      expect(e.code).toBe('ERR_WORKLOAD_POD_NOT_FOUND');
+      expect(took).toBeGreaterThanOrEqual(500);
+      expect(took).toBeLessThan(3000);
+      const requests = kubelet.requests.length - before;
+      expect(requests).toBeGreaterThanOrEqual(2);
+      expect(requests).toBeLessThanOrEqual(5);
+    });
+  });
+
+  it('verbose_container_locator_logs logs what the locator saw; reload_interval is logged as ignored, with why', async () => {
+    await withAttestor(spire({ token_path: f('token'), verbose_container_locator_logs: true, reload_interval: '1m' }), async (a, ctx) => {
+      await a.attest(101, signal());
+      const line = ctx.log.lines.find((l) => l.message === 'container locator')!;
+      expect(line.fields).toMatchObject({ pid: 101, pod_uid: expect.any(String), container_id: expect.stringMatching(/^[0-9a-f]{64}$/) });
+      expect(String(line.fields?.['cgroup'])).toMatch(/kubepods/);
+      expect(ctx.log.lines.some((l) => /setting "reload_interval" is accepted and ignored: .*read from disk at every request/.test(l.message))).toBe(true);
+    });
+  });
+});
+
 describe('logs say what is going on', () => {
   it('auto with nothing answering: "probing", never "serving the last snapshot" without one', async () => {
     const down = await startHttp((_req, res) => json(res, { message: 'starting' }, 503));
