@@ -13,7 +13,7 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { isAttestorError, MalformedInput, NotFound, PreconditionFailed } from '../errors.js';
+import { InvalidConfig, isAttestorError, MalformedInput, NotFound, PreconditionFailed } from '../errors.js';
 import packageJson from '../../package.json' with { type: 'json' };
 import { parseTcti, Tpm2Tools, type EkKind } from '../tpm/tools.js';
 import { ekHashFromCertificate, ekHashFromPublic, ekHashFromTpm, type EkHashResult } from './ek-hash.js';
@@ -401,7 +401,16 @@ async function policyCheck(args: readonly string[], io: CliIo): Promise<number> 
   if (pcrs !== undefined) checkPcrSpec(cmd, pcrs);
   const policyText = Buffer.from(await read(io, policyPath, 'policy file')).toString('utf8');
   const logBytes = await readEventLog(io, logPath);
-  const result = checkPoliciesOffline(policyText, logBytes, { match: match as PolicyMatchMode, ...(pcrs !== undefined ? { pcrs } : {}) });
+  let result;
+  try {
+    result = checkPoliciesOffline(policyText, logBytes, { match: match as PolicyMatchMode, ...(pcrs !== undefined ? { pcrs } : {}) });
+  } catch (err) {
+    // Name the file: "policies.0.secureboot" alone does not say which file.
+    if (err instanceof InvalidConfig && err.code === 'ERR_POLICY_INVALID') {
+      throw new InvalidConfig(err.code, `${policyPath}: ${err.message}`, { fields: { ...err.fields, file: policyPath }, cause: err });
+    }
+    throw err;
+  }
   if (values['json']) {
     io.stderr(`${OFFLINE_NOTICE}\n`);
     io.stdout(json(result));

@@ -229,12 +229,12 @@ describe('policy create → policy check', () => {
     expect(out.policies[0]!.violations).toContainEqual(expect.objectContaining({ rule: 'pcr sha256:7', observed: 'not quoted' }));
   });
 
-  it('an invalid policy file fails with exit 1 naming the key', async () => {
+  it('an invalid policy file fails with exit 1 naming the file and the key', async () => {
     const bad = join(work, 'bad-policy.yaml');
     writeFileSync(bad, 'policies:\n  - name: x\n    secureboot: true\n');
     const res = await run('policy', 'check', '--policy', bad, '--eventlog', GOLDEN_LOG);
     expect(res.code).toBe(1);
-    expect(res.stderr).toMatch(/policies\.0\.secureboot/);
+    expect(res.stderr).toContain(`[ERR_POLICY_INVALID]: ${bad}: policy file: policies.0.secureboot: unknown key "secureboot" (did you mean "secure_boot"?)`);
   });
 });
 
