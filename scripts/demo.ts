@@ -19,7 +19,7 @@
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,8 +48,6 @@ function ensureTools(): void {
   });
 }
 
-const PLUGINS = new Set(['dist/bin/tpm-server', 'dist/bin/tpm-agent', 'dist/bin/edge-workload']);
-
 async function main(): Promise<void> {
   const t0 = performance.now();
   step(1, 'Tools and plugin binaries');
@@ -57,7 +55,9 @@ async function main(): Promise<void> {
   // --no-build: the binaries are already built (the demo test runs beside other tests that use them).
   if (!process.argv.includes('--no-build')) execFileSync(process.execPath, [join(root, 'scripts/build.mjs'), '--quiet'], { stdio: ['ignore', 'ignore', 'inherit'] });
   const checksums = JSON.parse(readFileSync(join(root, 'dist/checksums.json'), 'utf8')) as { file: string; sha256: string }[];
-  for (const c of checksums.filter((c) => PLUGINS.has(c.file))) info(`${c.file.padEnd(24)} plugin_checksum = "${c.sha256}"`);
+  // Only the plugins get a plugin_checksum (not the CLI next to them in dist/bin, nor the test plugins).
+  const plugins = new Set(readdirSync(join(root, 'plugins')).filter((f) => f.endsWith('.ts')).map((f) => `dist/bin/${f.slice(0, -3)}`));
+  for (const c of checksums.filter((c) => plugins.has(c.file))) info(`${c.file.padEnd(32)} plugin_checksum = "${c.sha256}"`);
 
   const spire = await findOrBuildSpire();
   if (spire) {
@@ -168,6 +168,9 @@ async function demoWorkload(
   const podUid = randomUUID();
   const containerId = createHash('sha256').update(podUid).digest('hex');
   const dir = join(v1, 'kubepods', 'besteffort', `pod${podUid}`, containerId);
+  // Every level this demo creates is removed again, deepest first; levels that existed before are left alone.
+  const levels = [join(v1, 'kubepods'), join(v1, 'kubepods', 'besteffort'), join(v1, 'kubepods', 'besteffort', `pod${podUid}`), dir];
+  const created = levels.filter((d) => !existsSync(d)).reverse();
   try {
     mkdirSync(dir, { recursive: true });
   } catch (err) {
@@ -178,7 +181,7 @@ async function demoWorkload(
   await new Promise((r) => child.once('spawn', r));
   cleanups.push(() => {
     child.kill('SIGKILL');
-    for (const d of [dir, join(v1, 'kubepods', 'besteffort', `pod${podUid}`)]) {
+    for (const d of created) {
       for (let i = 0; i < 20 && existsSync(d); i++) {
         try {
           rmdirSync(d);

@@ -48,6 +48,18 @@ export class InvalidConfig extends AttestorError {
   readonly grpcCode = GrpcCode.INVALID_ARGUMENT;
 }
 
+/**
+ * Several configuration problems found in one pass: Configure fails with all of them in its message, and the
+ * runtime's Validate returns each one as a note, so an operator fixes everything in one round.
+ */
+export class InvalidConfigList extends InvalidConfig {
+  readonly problems: readonly string[];
+  constructor(code: string, message: string, problems: readonly string[], details: ErrorDetails = {}) {
+    super(code, message, details);
+    this.problems = Object.freeze([...problems]);
+  }
+}
+
 /** Verified evidence that policy refuses: PERMISSION_DENIED (stops the agent's retry loop). */
 export class AttestationRefused extends AttestorError {
   readonly grpcCode = GrpcCode.PERMISSION_DENIED;

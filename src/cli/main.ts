@@ -3,7 +3,7 @@
  *
  *   ek-hash [--cert FILE | --public FILE | --tcti TCTI [--ek-kind K]] [--json]
  *   eventlog inspect FILE [--json]
- *   policy create --from-eventlog FILE [--pcrs 0,2,4,7] [--name NAME] [--out FILE]
+ *   policy create --from-eventlog FILE [--pcrs 0,2,4,7] [--banks sha256] [--name NAME] [--out FILE [--force]]
  *   policy check --policy FILE --eventlog FILE [--pcrs ...] [--match any|all] [--json]
  *
  * Results go to stdout, progress and errors to stderr. Exit codes: 0 success, 1 failure (including a policy check
@@ -13,12 +13,15 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { isAttestorError } from '../errors.js';
+import { InvalidConfig, isAttestorError, MalformedInput, NotFound, PreconditionFailed } from '../errors.js';
+import packageJson from '../../package.json' with { type: 'json' };
 import { parseTcti, Tpm2Tools, type EkKind } from '../tpm/tools.js';
 import { ekHashFromCertificate, ekHashFromPublic, ekHashFromTpm, type EkHashResult } from './ek-hash.js';
 import { inspectEventLog } from './eventlog-inspect.js';
 import { checkPoliciesOffline, formatPolicyCheck, OFFLINE_NOTICE, type PolicyMatchMode } from './policy-check.js';
-import { createPolicyCommand, DEFAULT_POLICY_PCRS } from './policy-create.js';
+import { createPolicyCommand, DEFAULT_POLICY_BANKS, DEFAULT_POLICY_PCRS } from './policy-create.js';
+import { HashAlg } from '../tpm/alg.js';
+import { DEFAULT_PCR_SELECTION, PcrSelection } from '../tpm/pcrs.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -33,8 +36,11 @@ export interface CliIo {
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
   readonly readFile: (path: string) => Promise<Uint8Array>;
-  readonly writeFile: (path: string, text: string) => Promise<void>;
+  /** Writes a new file; with `overwrite` false it fails with EEXIST when `path` exists. */
+  readonly writeFile: (path: string, text: string, overwrite: boolean) => Promise<void>;
 }
+
+export const VERSION: string = packageJson.version;
 
 /** Bad arguments: exit 2, with the command's usage line. */
 export class UsageError extends Error {
@@ -57,7 +63,7 @@ Commands:
   policy create      Turn a golden node's event log into a policy file
   policy check       Dry-run policies against an event log (offline, unverified)
 
-Run '${PROGRAM} <command> --help' for a command's options.
+Run '${PROGRAM} <command> --help' for a command's options, '${PROGRAM} --version' for the version.
 Exit codes: 0 success, 1 failure, 2 usage error.
 `,
   'ek-hash': `Usage: ${PROGRAM} ek-hash [--cert FILE | --public FILE | --tcti TCTI [--ek-kind KIND]] [--json]
@@ -86,7 +92,7 @@ Options:
   --json             Print the documented JSON object (docs/cli.md)
   -h, --help         Show this help
 `,
-  'policy create': `Usage: ${PROGRAM} policy create --from-eventlog FILE [--pcrs 0,2,4,7] [--name NAME] [--out FILE]
+  'policy create': `Usage: ${PROGRAM} policy create --from-eventlog FILE [--pcrs 0,2,4,7] [--banks sha256] [--name NAME] [--out FILE [--force]]
 
 Turns a golden node's event log into a measured-boot policy file (YAML). Review it: the log is
 unverified, you vouch for the machine it came from.
@@ -94,8 +100,12 @@ unverified, you vouch for the machine it came from.
 Options:
   --from-eventlog FILE  The golden node's event log (binary_bios_measurements)
   --pcrs LIST           PCR indices to pin, comma-separated (default ${DEFAULT_POLICY_PCRS.join(',')})
+  --banks LIST          PCR banks to pin them in, comma-separated (default ${DEFAULT_POLICY_BANKS.join(',')}: the
+                        banks of the server's default pcr_selection; the server refuses other banks
+                        unless its pcr_selection quotes them)
   --name NAME           Policy name (default ${DEFAULT_POLICY_NAME}); selector policy:<name>
-  --out FILE            Write the policy here instead of stdout
+  --out FILE            Write the policy here instead of stdout; refuses to replace an existing file
+  --force               With --out: replace an existing file
   -h, --help            Show this help
 `,
   'policy check': `Usage: ${PROGRAM} policy check --policy FILE --eventlog FILE [--pcrs LIST] [--match any|all] [--json]
@@ -107,7 +117,8 @@ Options:
   --policy FILE      Policy file (YAML or JSON), as given to the server's policy_path
   --eventlog FILE    Event log to check
   --pcrs LIST        PCRs treated as quoted, like the server's pcr_selection: "0,2,4,7" (every
-                     bank) or "sha256:0,1,2,3,4,5,6,7,8,9". Default: every PCR the log extends
+                     bank) or "sha256:0,1,2,3,4,5,6,7,8,9". Default: the server's default,
+                     ${DEFAULT_PCR_SELECTION}
   --match MODE       any (default) or all, like the server's policy_match
   --json             Print the documented JSON object (docs/cli.md)
   -h, --help         Show this help
@@ -123,7 +134,7 @@ function defaultIo(): CliIo {
     stdout: (text) => void process.stdout.write(text),
     stderr: (text) => void process.stderr.write(text),
     readFile: async (path) => new Uint8Array(await readFile(path)),
-    writeFile: (path, text) => writeFile(path, text, { mode: 0o644 }),
+    writeFile: (path, text, overwrite) => writeFile(path, text, { mode: 0o644, flag: overwrite ? 'w' : 'wx' }),
   };
 }
 
@@ -163,12 +174,57 @@ function json(value: unknown): string {
   return `${JSON.stringify(value, null, 2)}\n`;
 }
 
+const ERRNO_TEXT: Readonly<Record<string, string>> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EISDIR: 'is a directory, not a file',
+  ENOTDIR: 'a parent is not a directory',
+};
+
+/** Reads an input file; errors carry a stable code and say which file, for what, and why. */
 async function read(io: CliIo, path: string, what: string): Promise<Uint8Array> {
   try {
     return await io.readFile(path);
   } catch (err) {
-    throw new Error(`cannot read ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    const errno = (err as NodeJS.ErrnoException).code;
+    const why = errno === undefined ? (err as Error).message : `${ERRNO_TEXT[errno] ?? (err as Error).message} (${errno})`;
+    const fields = { path, errno };
+    if (errno === 'ENOENT') throw new NotFound('ERR_FILE_NOT_FOUND', `cannot read ${what} ${path}: ${why}`, { fields });
+    throw new PreconditionFailed('ERR_FILE_READ', `cannot read ${what} ${path}: ${why}`, { fields });
   }
+}
+
+/**
+ * Binary TCG event logs start with a PCR index of 0 (4 zero bytes) and hold NUL bytes throughout; a text file
+ * (tpm2_eventlog YAML, a policy, a hex dump) has none. Saying so beats the parser's size error on the first header.
+ */
+function checkBinaryEventLog(bytes: Uint8Array, path: string): void {
+  const head = bytes.subarray(0, 4096);
+  if (head.length > 0 && looksLikeText(head)) {
+    throw new MalformedInput(
+      'ERR_EVENTLOG_TEXT',
+      `${path} looks like text or YAML, not a binary TCG event log: give the binary log (for example ` +
+        '/sys/kernel/security/tpm0/binary_bios_measurements), not the output of tpm2_eventlog',
+      { fields: { path } },
+    );
+  }
+}
+
+function looksLikeText(bytes: Uint8Array): boolean {
+  let text: string;
+  try {
+    // A cut in the middle of a multi-byte character at the 4 KiB boundary is still text.
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes.length === 4096 ? bytes.subarray(0, 4092) : bytes);
+  } catch {
+    return false;
+  }
+  return !/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(text);
+}
+
+async function readEventLog(io: CliIo, path: string): Promise<Uint8Array> {
+  const bytes = await read(io, path, 'event log');
+  checkBinaryEventLog(bytes, path);
+  return bytes;
 }
 
 // ---- commands ---------------------------------------------------------------------------------------------------
@@ -234,7 +290,7 @@ async function eventlogInspect(args: readonly string[], io: CliIo): Promise<numb
   if (values['help']) return help(io, cmd);
   const file = positionals[0];
   if (file === undefined) throw new UsageError(cmd, 'missing the event log FILE');
-  const bytes = await read(io, file, 'event log');
+  const bytes = await readEventLog(io, file);
   io.stdout(values['json'] ? json(inspectEventLog(bytes, { json: true })) : inspectEventLog(bytes));
   return EXIT_OK;
 }
@@ -249,28 +305,77 @@ function parsePcrList(command: string, text: string): number[] {
   return indices;
 }
 
+function parseBankList(command: string, text: string): string[] {
+  const banks = text.split(',').map((b) => b.trim().toLowerCase());
+  for (const bank of banks) {
+    try {
+      HashAlg.parse(bank);
+    } catch {
+      throw new UsageError(command, `--banks: unknown PCR bank "${bank}" (use sha1, sha256, sha384 or sha512)`);
+    }
+  }
+  return banks;
+}
+
 async function policyCreate(args: readonly string[], io: CliIo): Promise<number> {
   const cmd = 'policy create';
   const { values } = parse(
     cmd,
     args,
-    { 'from-eventlog': { type: 'string' }, pcrs: { type: 'string' }, name: { type: 'string' }, out: { type: 'string' } },
+    {
+      'from-eventlog': { type: 'string' },
+      pcrs: { type: 'string' },
+      banks: { type: 'string' },
+      name: { type: 'string' },
+      out: { type: 'string' },
+      force: { type: 'boolean' },
+    },
     0,
   );
   if (values['help']) return help(io, cmd);
   const logPath = required(cmd, values, 'from-eventlog');
   const pcrsText = str(values, 'pcrs');
   const pcrs = pcrsText === undefined ? DEFAULT_POLICY_PCRS : parsePcrList(cmd, pcrsText);
+  const banksText = str(values, 'banks');
+  const banks = banksText === undefined ? DEFAULT_POLICY_BANKS : parseBankList(cmd, banksText);
   const name = str(values, 'name') ?? DEFAULT_POLICY_NAME;
   const out = str(values, 'out');
-  const text = createPolicyCommand(await read(io, logPath, 'event log'), { name, pcrs });
+  const force = values['force'] === true;
+  if (force && out === undefined) throw new UsageError(cmd, '--force applies only with --out');
+  const text = createPolicyCommand(await readEventLog(io, logPath), { name, pcrs, banks });
   if (out === undefined) {
     io.stdout(text);
   } else {
-    await io.writeFile(out, text);
-    io.stderr(`wrote policy "${name}" (PCRs ${pcrs.join(',')}) to ${out}\n`);
+    try {
+      await io.writeFile(out, text, force);
+    } catch (err) {
+      const errno = (err as NodeJS.ErrnoException).code;
+      if (errno === 'EEXIST') {
+        // A policy file is reviewed before it is rolled out: never replace one silently.
+        throw new PreconditionFailed('ERR_CLI_OUT_EXISTS', `${out} already exists; pass --force to replace it`, { fields: { path: out } });
+      }
+      throw new PreconditionFailed('ERR_FILE_WRITE', `cannot write ${out}: ${ERRNO_TEXT[errno ?? ''] ?? (err as Error).message}${errno ? ` (${errno})` : ''}`, {
+        fields: { path: out },
+      });
+    }
+    io.stderr(`wrote policy "${name}" (PCRs ${pcrs.join(',')} in ${banks.join(',')}) to ${out}\n`);
   }
   return EXIT_OK;
+}
+
+/** A bad --pcrs value is a usage error (exit 2), found before any file is read. */
+function checkPcrSpec(command: string, text: string): void {
+  const trimmed = text.trim();
+  if (trimmed === '') throw new UsageError(command, '--pcrs is empty');
+  if (/^[0-9,]+$/.test(trimmed)) {
+    parsePcrList(command, trimmed);
+    return;
+  }
+  try {
+    PcrSelection.parse(trimmed);
+  } catch (err) {
+    throw new UsageError(command, `--pcrs: ${(err as Error).message} (use "0,2,4,7" or "sha256:0,2,4,7")`);
+  }
 }
 
 async function policyCheck(args: readonly string[], io: CliIo): Promise<number> {
@@ -293,10 +398,19 @@ async function policyCheck(args: readonly string[], io: CliIo): Promise<number> 
   const match = str(values, 'match') ?? 'any';
   if (match !== 'any' && match !== 'all') throw new UsageError(cmd, `--match must be any or all, got "${match}"`);
   const pcrs = str(values, 'pcrs');
-  if (pcrs !== undefined && pcrs.trim() === '') throw new UsageError(cmd, '--pcrs is empty');
+  if (pcrs !== undefined) checkPcrSpec(cmd, pcrs);
   const policyText = Buffer.from(await read(io, policyPath, 'policy file')).toString('utf8');
-  const logBytes = await read(io, logPath, 'event log');
-  const result = checkPoliciesOffline(policyText, logBytes, { match: match as PolicyMatchMode, ...(pcrs !== undefined ? { pcrs } : {}) });
+  const logBytes = await readEventLog(io, logPath);
+  let result;
+  try {
+    result = checkPoliciesOffline(policyText, logBytes, { match: match as PolicyMatchMode, ...(pcrs !== undefined ? { pcrs } : {}) });
+  } catch (err) {
+    // Name the file: "policies.0.secureboot" alone does not say which file.
+    if (err instanceof InvalidConfig && err.code === 'ERR_POLICY_INVALID') {
+      throw new InvalidConfig(err.code, `${policyPath}: ${err.message}`, { fields: { ...err.fields, file: policyPath }, cause: err });
+    }
+    throw err;
+  }
   if (values['json']) {
     io.stderr(`${OFFLINE_NOTICE}\n`);
     io.stdout(json(result));
@@ -326,6 +440,7 @@ function route(argv: readonly string[]): { name: string; rest: readonly string[]
   const [first, second] = argv;
   if (first === undefined) throw new UsageError('', 'missing command');
   if (first === '-h' || first === '--help') return { name: 'help', rest: [] };
+  if (first === '-V' || first === '--version') return { name: 'version', rest: argv.slice(1) };
   if (first === 'help') return { name: 'help', rest: argv.slice(1) };
   if (first in COMMANDS) return { name: first, rest: argv.slice(1) };
   const sub = GROUPS[first];
@@ -349,6 +464,11 @@ function groupHelp(group: string): string {
 export async function main(argv: readonly string[], io: CliIo = defaultIo()): Promise<number> {
   try {
     const { name, rest } = route(argv);
+    if (name === 'version') {
+      if (rest.length > 0) throw new UsageError('', `--version takes no arguments, got "${rest[0]}"`);
+      io.stdout(`${PROGRAM} ${VERSION}\n`);
+      return EXIT_OK;
+    }
     if (name === 'help') {
       const topic = rest.join(' ');
       if (topic in GROUPS) io.stdout(groupHelp(topic));

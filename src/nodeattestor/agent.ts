@@ -4,12 +4,13 @@
  * event log read fresh at every attestation, and answers the server's challenge with
  * ActivateCredential plus a quote over the PCRs the server asked for, using the server's nonce.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { InvalidConfig, MalformedInput, NotConfigured } from '../errors.js';
-import { block, parseConfig, z } from '../plugin/config-schema.js';
+import { block, ConfigProblems, duration, parseConfig, z } from '../plugin/config-schema.js';
 import type { AgentAttestationSession, AgentNodeAttestor, CoreConfig, Logger } from '../plugin/types.js';
+import { parseCertificates } from '../tpm/ek.js';
 import { PcrSelection } from '../tpm/pcrs.js';
-import { type AkAlg, type EkKind, selectEk, Tpm2Tools, type TpmDevice } from '../tpm/tools.js';
+import { type AkAlg, type EkKind, parseTcti, selectEk, Tpm2Tools, type TpmDevice } from '../tpm/tools.js';
 import { decodeChallenge, encodePayload, encodeResponse } from './wire.js';
 
 export const DEFAULT_EVENT_LOG_PATH = '/sys/kernel/security/tpm0/binary_bios_measurements';
@@ -25,13 +26,25 @@ export const DEFAULT_AK_HANDLES: Readonly<Record<EkKind, Readonly<Record<AkAlg, 
   'ecc-p384': { rsa: 0x81000a05, ecc: 0x81000a06 },
 };
 
-const handle = z.union([
-  z.number().int().min(0x81000000).max(0x81ffffff),
-  z
-    .string()
-    .regex(/^0x81[0-9a-fA-F]{6}$/, 'expected a persistent handle such as "0x81010002"')
-    .transform((s) => Number.parseInt(s, 16)),
-]);
+const PERSISTENT_HANDLE = 'expected a persistent handle 0x81000000..0x81ffffff such as "0x81010002" (hex) or 2164326402';
+/**
+ * A number, a hex string, or a decimal string: HCL1 parsers with 32-bit integers (ours) cannot hold 0x81xxxxxx, and
+ * src/plugin/hcl.ts hands such a literal over as a string, so `ak_handle = 0x81000a02` works unquoted too.
+ */
+const handle = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const text = typeof value === 'string' ? value.trim() : '';
+  const n =
+    typeof value === 'number' ? value : /^0[xX][0-9a-fA-F]{1,8}$/.test(text) ? Number.parseInt(text, 16) : /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isInteger(n) || n < 0x81000000 || n > 0x81ffffff) {
+    ctx.addIssue({ code: 'custom', message: `${PERSISTENT_HANDLE}, got ${JSON.stringify(value)}` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+/** Bounds of tpm_timeout (per tpm2-tools call). */
+const TPM_TIMEOUT_MIN_MS = 1_000;
+const TPM_TIMEOUT_MAX_MS = 600_000;
 
 export const agentConfigSchema = z.strictObject({
   tpm_tcti: z.string().default('device:/dev/tpmrm0'),
@@ -44,7 +57,10 @@ export const agentConfigSchema = z.strictObject({
   /** Certificates to send along with the EK certificate (PEM or DER files). */
   ek_intermediates: z.array(z.string().min(1)).max(8).default([]),
   send_ek_certificate: z.boolean().default(true),
-  tpm_timeout: z.number().int().min(1).max(600).default(30),
+  /** Per tpm2-tools call: Go duration syntax like every other duration ("30s", "2m"), or a number of seconds. */
+  tpm_timeout: duration()
+    .refine((ms) => ms >= TPM_TIMEOUT_MIN_MS && ms <= TPM_TIMEOUT_MAX_MS, { message: 'must be between 1s and 10m' })
+    .default(30_000),
   tpm: block(z.strictObject({ work_dir: z.string().optional() })).optional(),
 });
 export type TpmAgentConfig = z.output<typeof agentConfigSchema>;
@@ -71,12 +87,48 @@ interface AgentState {
   identity?: Promise<Identity>;
 }
 
+async function isFile(path: string): Promise<boolean> {
+  return stat(path).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+}
+
+async function requireFile(path: string, key: string): Promise<void> {
+  const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    throw new InvalidConfig('ERR_CONFIG_PATH', `tpm agent: key "${key}": ${path}: ${err.code === 'ENOENT' ? 'no such file' : (err.code ?? err.message)}`, {
+      fields: { key, path },
+    });
+  });
+  // sysfs event logs are not regular files by size, but stat reports them as files.
+  if (!info.isFile()) throw new InvalidConfig('ERR_CONFIG_PATH', `tpm agent: key "${key}": ${path} is not a file`, { fields: { key, path } });
+}
+
+async function requireDirectory(path: string, key: string): Promise<void> {
+  const info = await stat(path).catch((err: NodeJS.ErrnoException) => {
+    throw new InvalidConfig('ERR_CONFIG_PATH', `tpm agent: key "${key}": ${path}: ${err.code === 'ENOENT' ? 'no such directory' : (err.code ?? err.message)}`, {
+      fields: { key, path },
+    });
+  });
+  if (!info.isDirectory()) throw new InvalidConfig('ERR_CONFIG_PATH', `tpm agent: key "${key}": ${path} is not a directory`, { fields: { key, path } });
+}
+
+/** The certificates of a PEM bundle or DER file, each as DER; checked here so a wrong file fails at Configure. */
 function parsePemOrDer(bytes: Uint8Array, path: string): Uint8Array[] {
-  const text = Buffer.from(bytes).toString('latin1');
-  if (!text.includes('-----BEGIN')) return [bytes];
-  const blocks = [...text.matchAll(/-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g)];
-  if (blocks.length === 0) throw new InvalidConfig('ERR_CONFIG_EK_INTERMEDIATES', `${path} holds no PEM certificate`);
-  return blocks.map((m) => new Uint8Array(Buffer.from(m[1]!.replace(/\s+/g, ''), 'base64')));
+  let certs;
+  try {
+    certs = parseCertificates(bytes);
+  } catch (err) {
+    throw new InvalidConfig('ERR_CONFIG_EK_INTERMEDIATES', `tpm agent: key "ek_intermediates": ${path} is not a PEM or DER certificate: ${(err as Error).message}`, {
+      fields: { key: 'ek_intermediates', path },
+    });
+  }
+  if (certs.length === 0) {
+    throw new InvalidConfig('ERR_CONFIG_EK_INTERMEDIATES', `tpm agent: key "ek_intermediates": ${path} holds no PEM certificate`, {
+      fields: { key: 'ek_intermediates', path },
+    });
+  }
+  return certs.map((c) => new Uint8Array(c.rawData));
 }
 
 export class TpmAgentAttestor implements AgentNodeAttestor {
@@ -90,31 +142,64 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
   }
 
   async configure(raw: Record<string, unknown>, _core: CoreConfig): Promise<void> {
-    const config = parseConfig(agentConfigSchema, raw, 'tpm agent');
-    const read = this.#options.readFile ?? ((p: string) => readFile(p).then((b) => new Uint8Array(b)));
-    const intermediates: Uint8Array[] = [];
-    for (const path of config.ek_intermediates) {
-      const bytes = await read(path).catch((err: Error) => {
-        throw new InvalidConfig('ERR_CONFIG_EK_INTERMEDIATES', `ek_intermediates: cannot read ${path}: ${err.message}`);
-      });
-      intermediates.push(...parsePemOrDer(bytes, path));
-    }
+    const { config, intermediates } = await this.#load(raw);
     const device =
       this.#options.device?.(config) ??
       new Tpm2Tools({
         tcti: config.tpm_tcti,
-        timeoutMs: config.tpm_timeout * 1000,
+        timeoutMs: config.tpm_timeout,
         ...(config.tpm?.work_dir ? { workDir: config.tpm.work_dir } : {}),
         log: (msg, fields) => this.#log.debug(msg, fields),
       });
     const previous = this.#state;
     this.#state = { config, device, intermediates };
     if (previous && previous.device !== device && previous.device instanceof Tpm2Tools) previous.device.close();
+    if (raw['event_log_path'] === undefined && !(await isFile(config.event_log_path))) {
+      this.#log.warn('No measured-boot event log at the default path; the server refuses nodes without one unless require_event_log is off', {
+        path: config.event_log_path,
+      });
+    }
   }
 
+  /** Everything Configure checks, without touching the TPM; throws every problem at once. */
   async validate(raw: Record<string, unknown>): Promise<string[]> {
-    parseConfig(agentConfigSchema, raw, 'tpm agent');
+    await this.#load(raw);
     return [];
+  }
+
+  async #load(raw: Record<string, unknown>): Promise<{ config: TpmAgentConfig; intermediates: Uint8Array[] }> {
+    const problems = new ConfigProblems('tpm agent');
+    const config = await problems.check(() => parseConfig(agentConfigSchema, raw, 'tpm agent'));
+    if (!config) return problems.fail();
+    await problems.check(() => {
+      try {
+        parseTcti(config.tpm_tcti);
+      } catch (err) {
+        throw new InvalidConfig('ERR_CONFIG_TCTI', `tpm agent: key "tpm_tcti": ${(err as Error).message}`, { fields: { key: 'tpm_tcti' } });
+      }
+    });
+    const read = this.#options.readFile ?? ((p: string) => readFile(p).then((b) => new Uint8Array(b)));
+    const intermediates: Uint8Array[] = [];
+    for (const path of config.ek_intermediates) {
+      const certs = await problems.check(async () => {
+        const bytes = await read(path).catch((err: NodeJS.ErrnoException) => {
+          throw new InvalidConfig('ERR_CONFIG_EK_INTERMEDIATES', `tpm agent: key "ek_intermediates": cannot read ${path}: ${err.code ?? err.message}`, {
+            fields: { key: 'ek_intermediates', path },
+          });
+        });
+        return parsePemOrDer(bytes, path);
+      });
+      if (certs) intermediates.push(...certs);
+    }
+    // An explicitly configured event log path that does not exist is a typo; the default may be absent (no TPM
+    // event log support in firmware), which is warned about at Configure.
+    if (raw['event_log_path'] !== undefined) {
+      await problems.check(() => requireFile(config.event_log_path, 'event_log_path'));
+    }
+    if (config.ima_log_path !== undefined) await problems.check(() => requireFile(config.ima_log_path!, 'ima_log_path'));
+    if (config.tpm?.work_dir !== undefined) await problems.check(() => requireDirectory(config.tpm!.work_dir!, 'tpm.work_dir'));
+    problems.throwIfAny();
+    return { config, intermediates };
   }
 
   async close(): Promise<void> {

@@ -62,8 +62,10 @@ export class EkTrust {
   static async load(options: {
     caPaths: readonly string[];
     hashAllowlist: readonly string[];
+    /** Files skipped in ek_ca_path directories (a README next to the CAs). */
+    warn?: (message: string, fields: Readonly<Record<string, string>>) => void;
   }): Promise<EkTrust> {
-    const store = options.caPaths.length ? await loadEkTrustStore(options.caPaths) : undefined;
+    const store = options.caPaths.length ? await loadEkTrustStore(options.caPaths, options.warn) : undefined;
     return new EkTrust(store, new Set(options.hashAllowlist.map((h) => h.toLowerCase())));
   }
 

@@ -19,7 +19,15 @@ export async function loadPolicies(path: string, readFile: (p: string) => Promis
   } catch (err) {
     throw new InvalidConfig('ERR_CONFIG_POLICY', `tpm server: key "policy_path": cannot read ${path}: ${(err as Error).message}`);
   }
-  return parsePolicyFile(Buffer.from(bytes).toString('utf8'));
+  try {
+    return parsePolicyFile(Buffer.from(bytes).toString('utf8'));
+  } catch (err) {
+    // Name the file: with several servers and files, "policies.0.secureboot" alone does not say where.
+    if (err instanceof InvalidConfig) {
+      throw new InvalidConfig(err.code, `tpm server: key "policy_path": ${path}: ${err.message}`, { fields: { ...err.fields, path }, cause: err });
+    }
+    throw err;
+  }
 }
 
 /**
@@ -52,16 +60,26 @@ export function checkPoliciesAgainstSelection(policies: readonly MeasuredBootPol
   }
 }
 
-/** Returns the names of the policies the node passed, or throws PERMISSION_DENIED per `match`. */
+/** Bounds the audit field: a policy file may hold many policies with many rules. */
+const MAX_FAILED_SUMMARY = 4096;
+
+/**
+ * Returns the names of the policies the node passed, or throws PERMISSION_DENIED per `match`. `onFailed` receives,
+ * in every mode, each failed policy with every rule it failed, e.g.
+ * `golden: pcr sha256:7 (observed 0d88…, expected 2f96…), secure_boot (observed disabled …)`: in `report` mode
+ * the audit line is all an operator has to decide whether enforcing would be safe.
+ */
 export function enforcePolicies(
   policies: readonly MeasuredBootPolicy[],
   match: PolicyMatch,
   facts: BootFacts | undefined,
   verified: VerifiedEvents | undefined,
   node: string,
+  onFailed?: (summary: string) => void,
 ): string[] {
   if (policies.length === 0) return [];
   if (!facts || !verified) {
+    onFailed?.(`${policies.map((p) => p.name).join(', ')}: no verified event log`);
     if (match === 'report') return [];
     throw new AttestationRefused('ERR_POLICY_NO_EVENTLOG', `node ${node}: boot policies are configured but the node sent no event log`, {
       fields: { rule: 'policy requires event log' },
@@ -69,8 +87,14 @@ export function enforcePolicies(
   }
   const results = evaluatePolicies(policies, facts, verified);
   const passed = results.filter((r) => r.passed).map((r) => r.policy);
-  if (match === 'report') return passed;
   const failed = results.filter((r) => !r.passed);
+  if (failed.length > 0 && onFailed) {
+    const summary = failed
+      .map((r) => `${r.policy}: ${r.violations.map((v) => `${v.rule} (${withoutPrefix(v.message, `policy "${v.policy}": ${v.rule}: `)})`).join(', ')}`)
+      .join('; ');
+    onFailed(summary.length > MAX_FAILED_SUMMARY ? `${summary.slice(0, MAX_FAILED_SUMMARY)}…` : summary);
+  }
+  if (match === 'report') return passed;
   if (match === 'all' && failed.length > 0) throw failed[0]!.violations[0]!;
   if (match === 'any' && passed.length === 0) {
     if (failed.length === 1) throw failed[0]!.violations[0]!;
@@ -82,4 +106,8 @@ export function enforcePolicies(
     );
   }
   return passed;
+}
+
+function withoutPrefix(text: string, prefix: string): string {
+  return text.startsWith(prefix) ? text.slice(prefix.length) : text;
 }

@@ -12,15 +12,15 @@
 import { createHash, randomBytes as nodeRandomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { AttestationRefused, InvalidConfig, isAttestorError, NotConfigured } from '../errors.js';
-import { duration, parseConfig, z } from '../plugin/config-schema.js';
+import { ConfigProblems, duration, parseConfig, z } from '../plugin/config-schema.js';
 import type { AgentAttributes, CoreConfig, Logger, ServerAttestIo, ServerNodeAttestor } from '../plugin/types.js';
 import { checkPoliciesAgainstSelection, enforcePolicies, loadPolicies, type PolicyMatch } from './policy-gate.js';
 import type { MeasuredBootPolicy } from '../policy/policy.js';
 import { checkAkAttributes, encodeCredentialFile, makeCredential, secretsEqual } from '../tpm/activation.js';
 import { deriveBootFacts, type BootFacts } from '../tpm/bootfacts.js';
 import { parseEventLog } from '../tpm/eventlog.js';
-import { PcrSelection } from '../tpm/pcrs.js';
-import { hierarchyQualifiedName, parseTpm2bPublic, publicName, qualifiedName } from '../tpm/public.js';
+import { DEFAULT_PCR_SELECTION, PcrSelection } from '../tpm/pcrs.js';
+import { ekPubHash, hierarchyQualifiedName, parseTpm2bPublic, publicName, publicToSpkiDer, qualifiedName } from '../tpm/public.js';
 import { verifyQuote, type QuotedPcrs } from '../tpm/quote.js';
 import { replayEventLog, type VerifiedEvents } from '../tpm/replay.js';
 import { SpiffeId, TrustDomain } from '../spiffe/trust-domain.js';
@@ -30,8 +30,7 @@ import { NonceStore } from './nonce-store.js';
 import { nodeSelectors } from './selectors.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
 
-/** Firmware and boot loader (0-7), GRUB or systemd-boot command lines and files (8, 9). */
-export const DEFAULT_PCR_SELECTION = 'sha256:0,1,2,3,4,5,6,7,8,9';
+export { DEFAULT_PCR_SELECTION } from '../tpm/pcrs.js';
 const SECRET_BYTES = 32;
 const NONCE_BYTES = 32;
 
@@ -51,7 +50,10 @@ export const serverConfigSchema = z
     policy_path: z.string().min(1).optional(),
     /** any: at least one policy must pass; all: every policy must pass; report: selectors only. */
     policy_match: z.enum(['any', 'all', 'report']).default('any'),
-    nonce_ttl: duration().default(60_000),
+    /** How long a challenge's nonce may be answered; 0 would refuse every attestation. */
+    nonce_ttl: duration()
+      .refine((ms) => ms >= 1_000 && ms <= 600_000, { message: 'must be between 1s and 10m (the agent answers within one round trip)' })
+      .default(60_000),
     /** The plugin name in SPIRE's config; agent IDs are /spire/agent/<name>/<ek hash>. */
     plugin_name: z.string().regex(/^[A-Za-z0-9._-]+$/).default('tpm'),
   })
@@ -104,19 +106,28 @@ export class TpmServerAttestor implements ServerNodeAttestor {
   }
 
   async #load(raw: Record<string, unknown>, core: CoreConfig): Promise<ServerState> {
-    const config = parseConfig(serverConfigSchema, raw, 'tpm server');
-    let selection: PcrSelection;
-    try {
-      selection = PcrSelection.parse(config.pcr_selection);
-    } catch (err) {
-      throw new InvalidConfig('ERR_CONFIG_INVALID', `tpm server: key "pcr_selection": ${(err as Error).message}`);
-    }
-    const ekTrust = await EkTrust.load({
-      caPaths: config.ek_ca_path === undefined ? [] : [config.ek_ca_path].flat(),
-      hashAllowlist: config.ek_hash_allowlist ?? [],
+    // Independent checks all run, so Configure and Validate report every problem at once.
+    const problems = new ConfigProblems('tpm server');
+    const config = await problems.check(() => parseConfig(serverConfigSchema, raw, 'tpm server'));
+    if (!config) return problems.fail();
+    const selection = await problems.check(() => {
+      try {
+        return PcrSelection.parse(config.pcr_selection);
+      } catch (err) {
+        throw new InvalidConfig('ERR_CONFIG_INVALID', `tpm server: key "pcr_selection": ${(err as Error).message}`);
+      }
     });
-    const policies = config.policy_path ? await loadPolicies(config.policy_path, this.#readFile) : [];
-    checkPoliciesAgainstSelection(policies, selection);
+    const ekTrust = await problems.check(() =>
+      EkTrust.load({
+        caPaths: config.ek_ca_path === undefined ? [] : [config.ek_ca_path].flat(),
+        hashAllowlist: config.ek_hash_allowlist ?? [],
+        warn: (message, fields) => this.#log.warn(message, fields),
+      }),
+    );
+    const policies = (config.policy_path ? await problems.check(() => loadPolicies(config.policy_path!, this.#readFile)) : []) ?? [];
+    if (selection) await problems.check(() => checkPoliciesAgainstSelection(policies, selection));
+    if (!selection || !ekTrust) return problems.fail();
+    problems.throwIfAny();
     if (config.policy_path && !config.require_event_log) {
       this.#log.warn('policy_path is set but require_event_log is false: nodes without an event log skip boot policies');
     }
@@ -174,6 +185,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const payload = decodePayload(payloadBytes);
     const ekPublic = parseTpm2bPublic(payload.ek_pub);
     const akPublic = parseTpm2bPublic(payload.ak_pub);
+    // The hash of the EK the agent sent, audited even when trust fails: the value an operator allowlists.
+    audit['ek_hash'] = ekPubHash(publicToSpkiDer(ekPublic));
 
     // 2. Is this a TPM we trust? (certificate chain or allowlisted EK key)
     const ek: TrustedEk = await state.ekTrust.verify({
@@ -183,7 +196,6 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       now: this.#now(),
     });
     const node = ek.pubHash.slice(0, 16);
-    audit['ek_hash'] = ek.pubHash;
     const agentId = SpiffeId.fromSegments(state.trustDomain, 'spire', 'agent', state.config.plugin_name, ek.pubHash).toString();
     audit['agent_id'] = agentId;
 
@@ -243,7 +255,10 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       audit['secure_boot'] = facts.secureBoot.state;
       if (verified.appliedQuirks.length) audit['quirks'] = verified.appliedQuirks.map((q) => q.id).join(',');
     }
-    const passedPolicies = enforcePolicies(state.policies, state.policyMatch, facts, verified, node);
+    audit['policy_match'] = state.policies.length ? state.policyMatch : undefined;
+    const passedPolicies = enforcePolicies(state.policies, state.policyMatch, facts, verified, node, (failed) => {
+      audit['policies_failed'] = failed;
+    });
     if (passedPolicies.length) audit['policies'] = passedPolicies.join(',');
 
     const selectorValues = nodeSelectors({

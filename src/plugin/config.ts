@@ -3,7 +3,7 @@
  * `log_level`, validates the trust domain and hands the rest to the plugin's typed schema.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { GrpcCode, InvalidConfig, isAttestorError } from '../errors.js';
+import { GrpcCode, InvalidConfig, InvalidConfigList, isAttestorError } from '../errors.js';
 import { TrustDomain } from '../spiffe/trust-domain.js';
 import { unary } from './handlers.js';
 import { decodePluginData } from './hcl.js';
@@ -64,6 +64,7 @@ export class ConfigService {
           return { valid: notes.length === 0, notes };
         } catch (err) {
           // Invalid configuration is Validate's answer, not its failure.
+          if (err instanceof InvalidConfigList) return { valid: false, notes: [...err.problems] };
           if (isAttestorError(err) && err.grpcCode === GrpcCode.INVALID_ARGUMENT) return { valid: false, notes: [err.message] };
           throw err;
         }

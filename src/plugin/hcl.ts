@@ -23,13 +23,41 @@ export function isPlainObject(value: unknown): value is Record<string, unknown> 
   return proto === Object.prototype || proto === null;
 }
 
-async function parseHcl(text: string): Promise<unknown> {
+const INT_OUT_OF_RANGE = /strconv\.ParseInt: parsing "(-?(?:0[xX][0-9a-fA-F]+|\d+))": value out of range/;
+const MAX_QUOTED_INTEGERS = 32;
+
+/**
+ * The GopherJS build of the HCL1 parser parses integers as 32-bit, so `ak_handle = 0x81010002` (or the decimal
+ * form SPIRE re-prints) fails although SPIRE's own 64-bit parse accepted it. Such a literal is turned into a
+ * string and parsed again; the plugin's schema then reads it (persistent handles accept both forms).
+ */
+function quoteOutOfRangeInteger(text: string, literal: string): string | undefined {
+  const escaped = literal.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const token = new RegExp(`([=\\[,]\\s*)${escaped}(?=\\s*(?:[,\\]\\n\\r}#]|//|$))`, 'g');
+  const rewritten = text.replace(token, `$1"${literal}"`);
+  return rewritten === text ? undefined : rewritten;
+}
+
+async function parseHcl(original: string): Promise<unknown> {
   const hcl = await hclParser();
+  let text = original;
   let output: string;
-  try {
-    output = hcl.parse(text);
-  } catch (err) {
-    throw hclError(String((err as Error)?.message ?? err));
+  for (let attempt = 0; ; attempt++) {
+    let failure: string | undefined;
+    try {
+      output = hcl.parse(text);
+    } catch (err) {
+      failure = String((err as Error)?.message ?? err);
+      output = '';
+    }
+    const literal = INT_OUT_OF_RANGE.exec(failure ?? output)?.[1];
+    const retry = literal !== undefined && attempt < MAX_QUOTED_INTEGERS ? quoteOutOfRangeInteger(text, literal) : undefined;
+    if (retry !== undefined) {
+      text = retry;
+      continue;
+    }
+    if (failure !== undefined) throw hclError(failure);
+    break;
   }
   // The GopherJS build reports some errors by returning the message instead of throwing.
   try {

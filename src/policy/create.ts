@@ -18,6 +18,11 @@ export interface CreatePolicyOptions {
   /** PCR indices to pin (each must be extended by the log). */
   readonly pcrs: readonly number[];
   readonly name: string;
+  /**
+   * Banks to pin the PCRs in (e.g. `["sha256"]`). Default: every bank the log replays. A server refuses a policy
+   * that pins a bank its `pcr_selection` does not quote, so callers should pass the banks the server quotes.
+   */
+  readonly banks?: readonly string[];
 }
 
 /** Escapes regular-expression syntax characters (identity escapes valid in `u` mode). */
@@ -36,21 +41,34 @@ export function createPolicyFromEventLog(log: UnverifiedEventLog, options: Creat
   const verified = replayEventLog(log, { values: computed }, { quirks: [] });
   const facts = deriveBootFacts(verified);
 
+  const logBanks = [...computed.keys()];
+  const banks = options.banks ? [...new Set(options.banks)] : logBanks;
+  for (const bank of banks) {
+    if (!computed.has(bank)) {
+      throw new InvalidConfig(
+        ERR_POLICY_CREATE,
+        `policy create: the event log has no ${bank} bank (it has ${logBanks.join(', ') || 'none'}); choose banks the log replays`,
+        { fields: { bank } },
+      );
+    }
+  }
   const pcrs = new Map<string, Map<number, string>>();
   for (const index of [...new Set(options.pcrs)].sort((a, b) => a - b)) {
     if (!Number.isInteger(index) || index < 0 || index > 23) {
       throw new InvalidConfig(ERR_POLICY_CREATE, `policy create: PCR index ${index} is not 0..23`, { fields: { pcr: index } });
     }
     let found = false;
-    for (const [bank, values] of computed) {
-      const value = values.get(index);
+    for (const bank of banks) {
+      const value = computed.get(bank)!.get(index);
       if (value === undefined) continue;
       found = true;
       if (!pcrs.has(bank)) pcrs.set(bank, new Map());
       pcrs.get(bank)!.set(index, toHex(value));
     }
     if (!found) {
-      throw new InvalidConfig(ERR_POLICY_CREATE, `policy create: PCR ${index} is not extended by the event log`, { fields: { pcr: index } });
+      throw new InvalidConfig(ERR_POLICY_CREATE, `policy create: PCR ${index} is not extended by the event log in ${banks.join(', ')}`, {
+        fields: { pcr: index },
+      });
     }
   }
 

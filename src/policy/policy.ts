@@ -18,6 +18,7 @@
  */
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { nearestKey } from '../did-you-mean.js';
 import { InvalidConfig } from '../errors.js';
 import { HashAlg } from '../tpm/alg.js';
 
@@ -83,11 +84,15 @@ export function parsePolicyFile(text: string): MeasuredBootPolicy[] {
   }
   const parsed = policyFileSchema.safeParse(document);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
+    // An unknown key explains a missing one (`policy:` for `policies:`), so it is reported first.
+    const issue = parsed.error.issues.find((i) => i.code === 'unrecognized_keys') ?? parsed.error.issues[0]!;
     if (issue.code === 'unrecognized_keys') {
-      throw invalid([...issue.path, issue.keys[0]!], `unknown key "${issue.keys[0]}"`);
+      const key = issue.keys[0]!;
+      const known = issue.path.length === 0 ? Object.keys(policyFileSchema.shape) : Object.keys(policySchema.shape);
+      const near = nearestKey(key, known);
+      throw invalid([...issue.path, key], `unknown key "${key}"${near ? ` (did you mean "${near}"?)` : ''}`);
     }
-    throw invalid(issue.path, issue.message);
+    throw invalid(issue.path, issue.message.replace(/^Invalid input: /, ''));
   }
 
   const names = new Set<string>();

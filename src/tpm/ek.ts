@@ -94,7 +94,7 @@ export function derSequenceLength(bytes: Uint8Array): number {
 
 /** DER starts with a SEQUENCE tag; anything else is read as PEM text (which may carry `openssl x509 -text` output first). */
 function looksLikePem(bytes: Uint8Array): boolean {
-  return bytes.length > 0 && bytes[0] !== 0x30;
+  return bytes.length > 0 && bytes[0] !== 0x30 && Buffer.from(bytes.subarray(0, 64 * 1024)).toString('latin1').includes('-----BEGIN');
 }
 
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
@@ -131,12 +131,15 @@ export function parseEkCertificate(bytes: Uint8Array): X509Certificate {
     if (blocks.length !== 1) throw malformed(`expected one PEM certificate, found ${blocks.length}`);
     return fromDer(blocks[0]!);
   }
+  if (bytes.length > 0 && bytes[0] !== 0x30) {
+    throw malformed(`neither DER (a certificate starts with 0x30, this starts with 0x${bytes[0]!.toString(16).padStart(2, '0')}) nor PEM (no -----BEGIN CERTIFICATE----- block)`);
+  }
   return fromDer(bytes);
 }
 
 /** Every certificate in a PEM bundle, or the single certificate of a DER file. */
 export function parseCertificates(bytes: Uint8Array): X509Certificate[] {
-  if (looksLikePem(bytes)) return pemBlocks(bytes).map(fromDer);
+  if (bytes.length > 0 && bytes[0] !== 0x30) return pemBlocks(bytes).map(fromDer);
   return [fromDer(bytes)];
 }
 
@@ -288,21 +291,32 @@ export class EkTrustStore {
    * bundle or one DER certificate. Empty entries, unparsable certificates and a store without any root are
    * InvalidConfig: a bad `ek_ca_path` must stop the server at Configure, never trust nothing or everything.
    */
-  static fromEntries(entries: readonly { readonly source: string; readonly bytes: Uint8Array }[]): EkTrustStore {
+  static fromEntries(
+    entries: readonly { readonly source: string; readonly bytes: Uint8Array; readonly inDirectory?: boolean }[],
+    warn?: (message: string, fields: Readonly<Record<string, string>>) => void,
+  ): EkTrustStore {
     const certs: X509Certificate[] = [];
-    for (const { source, bytes } of entries) {
+    for (const { source, bytes, inDirectory } of entries) {
       let parsed: X509Certificate[];
+      let problem: InvalidConfig | undefined;
       try {
         parsed = parseCertificates(bytes);
+        if (parsed.length === 0) problem = new InvalidConfig(ERR_EK_CA_CONFIG, `ek_ca_path: ${source} holds no certificate`, { fields: { source } });
       } catch (cause) {
-        throw new InvalidConfig(ERR_EK_CA_CONFIG, `ek_ca_path: ${source} holds an unparsable certificate`, { cause, fields: { source } });
+        parsed = [];
+        problem = new InvalidConfig(ERR_EK_CA_CONFIG, `ek_ca_path: ${source} holds an unparsable certificate`, { cause, fields: { source } });
       }
-      if (parsed.length === 0) {
-        throw new InvalidConfig(ERR_EK_CA_CONFIG, `ek_ca_path: ${source} holds no certificate`, { fields: { source } });
+      if (problem) {
+        // A file named in ek_ca_path must be a certificate; a README or checksum file next to the CAs in a
+        // directory is skipped (the directory must still yield a root, checked below).
+        if (!inDirectory) throw problem;
+        warn?.('ek_ca_path: skipping a file that is not a certificate', { path: source, reason: problem.message });
+        continue;
       }
       certs.push(...parsed);
       if (certs.length > MAX_STORE_CERTS) throw new InvalidConfig(ERR_EK_CA_CONFIG, `ek_ca_path: more than ${MAX_STORE_CERTS} certificates`);
     }
+    if (certs.length === 0) throw new InvalidConfig(ERR_EK_CA_CONFIG, 'ek_ca_path: no certificate found');
     const store = EkTrustStore.fromCertificates(certs);
     if (store.#roots.length === 0) {
       throw new InvalidConfig(ERR_EK_CA_CONFIG, 'ek_ca_path: no root (self-issued) certificate found');

@@ -29,6 +29,12 @@ function selectionError(message: string): MalformedInput {
  * An immutable PCR selection. Banks keep the order given (it is the order of the values file and of the
  * quote's digest); indices are sorted ascending. Banks that select nothing are dropped.
  */
+/**
+ * The server's default `pcr_selection`: firmware and boot loader (0-7), GRUB or systemd-boot command lines and
+ * files (8, 9). The CLI defaults to it too, so a policy it makes or passes is one the default server accepts.
+ */
+export const DEFAULT_PCR_SELECTION = 'sha256:0,1,2,3,4,5,6,7,8,9';
+
 export class PcrSelection {
   readonly #banks: readonly PcrBank[];
   /** What decoding a TPML_PCR_SELECTION that selects nothing yields; `parse`/`fromBanks` never return it. */

@@ -509,7 +509,7 @@ export class Tpm2Tools implements TpmDevice {
               : `${tool} timed out after ${timeoutMs} ms`;
           } else if (typeof e.code === 'number') {
             exitCode = e.code;
-            message = `${tool} failed with exit code ${e.code}: ${firstErrorLine(stderr)}`;
+            message = `${tool} failed with exit code ${e.code}: ${describeToolStderr(stderr, this.tcti)}`;
           } else if (e.code === 'ENOENT') {
             message = `${tool} not found: install tpm2-tools`;
           } else {
@@ -563,6 +563,42 @@ function copyProps(p: TpmProperties): TpmProperties {
 
 function toolStateError(code: string, message: string): PreconditionFailed {
   return new PreconditionFailed(code, message);
+}
+
+/**
+ * What went wrong, from a tpm2-tools stderr. When the TCTI could not be loaded the tool's own line says only
+ * `Could not load tcti`; the cause (ENOENT, EACCES, a refused connection) is on the tss2 library's lines before it,
+ * so that line is carried too, with a hint at the usual fix.
+ */
+export function describeToolStderr(stderr: string, tcti: Tcti): string {
+  const first = firstErrorLine(stderr);
+  if (!/Could not load tcti/i.test(first)) return first;
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^(ERROR|WARNING):tcti:/.test(l));
+  // The innermost failure is the first tcti line: "…Init() Failed to open specified TCTI device file /dev/tpmrm0: Permission denied".
+  const causeLine = lines[0];
+  const cause = causeLine === undefined ? undefined : causeLine.replace(/^(ERROR|WARNING):tcti:\S+\s+/, '').replace(/\s+$/, '');
+  const parts = [`could not load TCTI ${JSON.stringify(tcti.value)}`];
+  if (cause) parts.push(cause.length > 300 ? `${cause.slice(0, 300)}...` : cause);
+  const hint = tctiHint(stderr, tcti);
+  return `${parts.join(': ')}${hint ? ` (hint: ${hint})` : ''}`;
+}
+
+function tctiHint(stderr: string, tcti: Tcti): string | undefined {
+  const conf = tcti.value.slice(tcti.value.indexOf(":") + 1).replace(/^path=/, "");
+  if (tcti.kind === 'device') {
+    if (/Permission denied/i.test(stderr)) {
+      return `this user cannot open ${conf}: add the agent's user to the group that owns it (usually tss: usermod -aG tss <user>) or run the agent as that group`;
+    }
+    if (/No such file or directory/i.test(stderr)) {
+      return `${conf} does not exist: check that the TPM is enabled in firmware and its kernel driver is loaded (ls /dev/tpm*), or set tpm_tcti`;
+    }
+    if (/Device or resource busy/i.test(stderr)) return `${conf} is held by another process: use the resource manager /dev/tpmrm0 instead of /dev/tpm0`;
+  }
+  if (/connect|Connection refused/i.test(stderr)) return `nothing answers at ${conf}: is the TPM simulator (swtpm) running there?`;
+  return undefined;
 }
 
 /** The most useful line of a tpm2-tools stderr: the tool's own `ERROR: ...` line, else the first line. */

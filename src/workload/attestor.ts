@@ -9,7 +9,8 @@
  * source. The start time is read again at the end: a different value means the PID was reused while we
  * looked, and the answer is refused (PreconditionFailed `ERR_WORKLOAD_PID_REUSED`).
  */
-import { Cancelled, NotConfigured, PreconditionFailed } from '../errors.js';
+import { statSync } from 'node:fs';
+import { Cancelled, InvalidConfig, NotConfigured, PreconditionFailed } from '../errors.js';
 import type { CoreConfig, PluginContext, WorkloadAttestor } from '../plugin/types.js';
 import { autoCandidates, buildSource, DeferredAutoSource, probeSources } from './auto.js';
 import { CgroupMatchers, locateContainer, podmanSocketFor, type Located } from './cgroup.js';
@@ -39,6 +40,19 @@ export interface EdgeWorkloadAttestorOptions {
   readonly probeTimeoutMs?: number;
 }
 
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/** The source's name for logs; `auto (probing)` while `auto` has not found one. */
+function podSourceLabel(source: PodSource): string {
+  return source.probing === true ? 'auto (probing)' : source.name;
+}
+
 function checkSignal(signal: AbortSignal, pid: number): void {
   if (signal.aborted) throw new Cancelled(WorkloadErrorCode.CANCELLED, `pid ${pid}: attestation cancelled`, { fields: { pid } });
 }
@@ -54,15 +68,21 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
   }
 
   async configure(raw: Record<string, unknown>, _core: CoreConfig): Promise<void> {
-    const config = parseConfig(raw, this.#opts.env ?? process.env);
+    const { config, matchers } = this.#check(raw);
     const log = this.#ctx.log;
-    const matchers = config.containerIdCgroupMatchers ? CgroupMatchers.parse(config.containerIdCgroupMatchers) : undefined;
+    for (const { key, reason } of config.ignored) log.info(`SPIRE k8s attestor setting "${key}" is accepted and ignored: ${reason}`, { key });
     const cri = config.runtimeSocket ? new CriClient(config.runtimeSocket, config.requestTimeoutMs) : undefined;
     const docker = config.dockerSocket ? new DockerClient(config.dockerSocket, config.requestTimeoutMs) : undefined;
 
     let index: PodIndex | undefined;
     const makeIndex = (source: PodSource): PodIndex =>
-      new PodIndex({ source, log: log.named('pod-index'), pollIntervalMs: config.pollIntervalMs, maxStalenessMs: config.maxStalenessMs });
+      new PodIndex({
+        source,
+        log: log.named('pod-index'),
+        pollIntervalMs: config.pollIntervalMs,
+        maxStalenessMs: config.maxStalenessMs,
+        minRefreshGapMs: config.missRefreshGapMs,
+      });
     try {
       if (config.podSource === 'auto') {
         const probeTimeout = this.#opts.probeTimeoutMs ?? Math.min(config.requestTimeoutMs, 3000);
@@ -70,15 +90,18 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
         if (probed) {
           index = makeIndex(probed.source);
           await index.start(probed.first);
-        } else if (!cri && !docker && !config.podmanEnabled) {
-          log.warn('pod_source = "auto": no pod source answered yet (kubelet, edged, metaserver, apiserver); probing again every poll_interval', {
-            node: config.nodeName,
-            poll_interval_ms: config.pollIntervalMs,
-          });
+        } else {
+          // Keep probing in every case: an edge node often boots before edged or MetaServer. With a runtime socket,
+          // containers get runtime selectors meanwhile, and pod selectors once a source answers.
+          const hasRuntime = cri !== undefined || docker !== undefined || config.podmanEnabled;
+          log.warn(
+            hasRuntime
+              ? 'pod_source = "auto": no pod source answered yet (kubelet, edged, metaserver, apiserver); using the container runtime socket until one does, probing again every poll_interval'
+              : 'pod_source = "auto": no pod source answered yet (kubelet, edged, metaserver, apiserver); probing again every poll_interval',
+            { node: config.nodeName, poll_interval_ms: config.pollIntervalMs, runtime_socket: config.runtimeSocket, docker_socket: config.dockerSocket },
+          );
           index = makeIndex(new DeferredAutoSource(autoCandidates(config), log, probeTimeout));
           await index.start();
-        } else {
-          log.warn('no pod source answered; using the container runtime socket only', { runtime_socket: config.runtimeSocket, docker_socket: config.dockerSocket });
         }
       } else if (config.podSource !== 'none') {
         index = makeIndex(buildSource(config.podSource, config));
@@ -94,7 +117,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     this.#state = { config, procfs: new Procfs(config.procPath), matchers, index, cri, docker, podman: new Map() };
     if (old) EdgeWorkloadAttestor.#release(old);
     log.info('workload attestor configured', {
-      pod_source: index?.source.name ?? 'none',
+      pod_source: index ? podSourceLabel(index.source) : 'none',
       proc_path: config.procPath,
       node: config.nodeName,
       runtime_socket: config.runtimeSocket,
@@ -102,9 +125,22 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     });
   }
 
+  /** Everything Configure checks before it contacts a pod source. */
   async validate(raw: Record<string, unknown>, _core: CoreConfig): Promise<string[]> {
-    parseConfig(raw, this.#opts.env ?? process.env);
+    this.#check(raw);
     return [];
+  }
+
+  #check(raw: Record<string, unknown>): { config: WorkloadConfig; matchers: CgroupMatchers | undefined } {
+    const config = parseConfig(raw, this.#opts.env ?? process.env);
+    // A proc_path typo would make every PID look like it exited.
+    if (!isDirectory(config.procPath)) {
+      throw new InvalidConfig(WorkloadErrorCode.CONFIG, `workload attestor config: "proc_path": ${config.procPath} is not a directory`, {
+        fields: { key: 'proc_path', path: config.procPath },
+      });
+    }
+    const matchers = config.containerIdCgroupMatchers ? CgroupMatchers.parse(config.containerIdCgroupMatchers) : undefined;
+    return { config, matchers };
   }
 
   async close(): Promise<void> {
@@ -136,6 +172,18 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
       { cgroup: procfs.cgroup(pid), mountinfo: () => procfs.mountinfo(pid) },
       { mountinfoFallback: config.mountinfoFallback, ...(s.matchers ? { matchers: s.matchers } : {}) },
     );
+    if (config.verboseLocatorLogs) {
+      // SPIRE's verbose_container_locator_logs: what the locator saw, to debug a PID that is not found.
+      this.#ctx.log.info('container locator', {
+        pid,
+        cgroup: (procfs.cgroup(pid) ?? '').slice(0, 2000),
+        container_id: located?.containerId.toString(),
+        pod_uid: located?.podUid?.toString(),
+        runtime: located?.runtime,
+        cgroup_path: located?.path,
+        via: located?.via,
+      });
+    }
     if (!located) {
       this.#checkSame(procfs, pid, before);
       this.#ctx.log.debug('not in a container: no selectors', { pid });
@@ -175,9 +223,13 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
 
     const podOnly = s.config.disableContainerSelectors;
     const q = { containerId: cid, ...(podUid !== undefined ? { podUid } : {}), podOnly };
+    const hasRuntime = s.cri !== undefined || s.docker !== undefined || (located.runtime === 'podman' && s.config.podmanEnabled);
+    // `auto` still probing (no pod source has answered since Configure): the runtime socket answers meanwhile.
+    if (hasRuntime && index.source.probing === true) {
+      return this.#fromRuntime(s, located, signal, 'runtime');
+    }
     // No pod UID in the cgroup path and a runtime socket to ask: a short look in the index (one shared
     // refresh), then the runtime. This is the plain-container-on-a-Kubernetes-node case.
-    const hasRuntime = s.cri !== undefined || s.docker !== undefined || (located.runtime === 'podman' && s.config.podmanEnabled);
     const runtimeFallback = podUid === undefined && hasRuntime;
     const deadline = runtimeFallback ? 0 : s.config.missRetryDeadlineMs;
     let found;

@@ -3,7 +3,7 @@
  *
  * `pod_source = "auto"`: at Configure, try the sources in this fixed order and keep the first whose pod list
  * answers (HTTP 200 with a valid PodList):
- *   1. kubelet secure port (only if the token file or a client certificate is present);
+ *   1. kubelet secure port (only if the token file or a client certificate is present, or anonymous is set);
  *   2. kubelet read-only port (only if `kubelet_read_only_port` is set);
  *   3. KubeEdge edged read-only endpoint (127.0.0.1:10350);
  *   4. KubeEdge MetaServer (needs the node name);
@@ -30,7 +30,8 @@ export function buildSource(name: PodSourceName, c: WorkloadConfig): PodSource {
         securePort: k.securePort,
         readOnlyPort: k.readOnlyPort,
         caPath: k.caPath,
-        tokenPath: k.tokenPath,
+        // Anonymous (SPIRE's use_anonymous_authentication): neither a token nor a client certificate is sent.
+        ...(k.anonymous ? {} : { tokenPath: k.tokenPath }),
         ...(k.clientCertPath !== undefined ? { clientCertPath: k.clientCertPath } : {}),
         ...(k.clientKeyPath !== undefined ? { clientKeyPath: k.clientKeyPath } : {}),
         skipVerification: k.skipVerification,
@@ -62,7 +63,7 @@ export interface ProbeResult {
 /** Candidate sources for `auto`, in order. */
 export function autoCandidates(c: WorkloadConfig): Array<() => PodSource> {
   const out: Array<() => PodSource> = [];
-  if (existsSync(c.kubelet.tokenPath) || c.kubelet.clientCertPath) out.push(() => buildSource('kubelet', { ...c, kubelet: { ...c.kubelet, readOnlyPort: 0 } }));
+  if (c.kubelet.anonymous || existsSync(c.kubelet.tokenPath) || c.kubelet.clientCertPath) out.push(() => buildSource('kubelet', { ...c, kubelet: { ...c.kubelet, readOnlyPort: 0 } }));
   if (c.kubelet.readOnlyPort > 0) out.push(() => buildSource('kubelet', c));
   out.push(() => buildSource('edged', c));
   if (c.nodeName) out.push(() => buildSource('metaserver', c));
@@ -101,6 +102,11 @@ export class DeferredAutoSource implements PodSource {
     this.#candidates = candidates;
     this.#log = log;
     this.#probeTimeoutMs = probeTimeoutMs;
+  }
+
+  /** No source has answered yet; until one does no pod can be found. */
+  get probing(): boolean {
+    return this.#chosen === undefined;
   }
 
   get name(): PodSourceName {

@@ -10,8 +10,8 @@
  * same setting both ways is an error.
  */
 import { z } from 'zod';
-import { InvalidConfig } from '../errors.js';
-import { parseDuration } from '../plugin/config-schema.js';
+import { InvalidConfig, InvalidConfigList } from '../errors.js';
+import { issueMessages, parseDuration } from '../plugin/config-schema.js';
 import { WorkloadErrorCode } from './errors.js';
 
 export const SA_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -71,7 +71,32 @@ const Schema = z.strictObject({
   disable_container_selectors: z.boolean().optional(),
   mountinfo_fallback: z.boolean().optional(),
   container_id_cgroup_matchers: z.array(z.string()).optional(),
+
+  // SPIRE's built-in k8s workload attestor keys (SPIRE_K8S_ALIASES and spireK8sNotes give their meaning here).
+  kubelet_use_anonymous_authentication: z.boolean().optional(),
+  max_poll_attempts: z.number().int().optional(),
+  poll_retry_interval: duration.optional(),
+  reload_interval: duration.optional(),
+  use_new_container_locator: z.boolean().optional(),
+  verbose_container_locator_logs: z.boolean().optional(),
 });
+
+/**
+ * SPIRE's k8s workload attestor keys that mean exactly one of ours (docs/workload-attestor.md, "Drop-in for SPIRE's
+ * k8s workload attestor"). Giving a SPIRE key and the key it stands for is an error, as for blocks.
+ */
+export const SPIRE_K8S_ALIASES: Readonly<Record<string, string>> = {
+  skip_kubelet_verification: 'kubelet_skip_verification',
+  token_path: 'kubelet_token_path',
+  certificate_path: 'kubelet_client_cert_path',
+  private_key_path: 'kubelet_client_key_path',
+  use_anonymous_authentication: 'kubelet_use_anonymous_authentication',
+};
+
+/** SPIRE's defaults that differ from what a setting would otherwise default to here. */
+const SPIRE_NODE_NAME_ENV = 'MY_NODE_NAME';
+const SPIRE_MAX_POLL_ATTEMPTS = 60;
+const SPIRE_POLL_RETRY_INTERVAL_MS = 500;
 
 export interface WorkloadConfig {
   readonly podSource: PodSourceChoice;
@@ -87,6 +112,8 @@ export interface WorkloadConfig {
     readonly clientKeyPath?: string;
     readonly skipVerification: boolean;
     readonly tlsServerName?: string;
+    /** No token and no client certificate (SPIRE's use_anonymous_authentication). */
+    readonly anonymous: boolean;
   };
   readonly edged: { readonly host: string; readonly port: number };
   readonly metaserver: { readonly url: string; readonly tokenPath?: string; readonly caPath?: string; readonly skipVerification: boolean };
@@ -94,6 +121,12 @@ export interface WorkloadConfig {
   readonly pollIntervalMs: number;
   readonly maxStalenessMs: number;
   readonly missRetryDeadlineMs: number;
+  /** Least time between two pod-list requests made for misses (SPIRE's poll_retry_interval). */
+  readonly missRefreshGapMs: number;
+  /** SPIRE's verbose_container_locator_logs: log what the container locator saw for each PID. */
+  readonly verboseLocatorLogs: boolean;
+  /** Settings accepted for compatibility that change nothing here, with the reason, to be logged at Configure. */
+  readonly ignored: readonly { readonly key: string; readonly reason: string }[];
   readonly requestTimeoutMs: number;
   readonly maxPodListBytes: number;
   readonly runtimeSocket?: string;
@@ -107,6 +140,11 @@ export interface WorkloadConfig {
   readonly disableContainerSelectors: boolean;
   readonly mountinfoFallback: boolean;
   readonly containerIdCgroupMatchers?: readonly string[];
+}
+
+/** The name an operator wrote: SPIRE's key when ours has one. */
+function spireName(key: string): string {
+  return Object.keys(SPIRE_K8S_ALIASES).find((a) => SPIRE_K8S_ALIASES[a] === key) ?? key;
 }
 
 function invalid(key: string, expected: string): InvalidConfig {
@@ -136,25 +174,66 @@ export function flattenBlocks(raw: Record<string, unknown>): Record<string, unkn
   return out;
 }
 
+/** Renames SPIRE's k8s attestor keys to ours; a key given both ways is an error. */
+function applySpireAliases(flat: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(flat)) {
+    const ours = SPIRE_K8S_ALIASES[k];
+    if (ours === undefined) {
+      if (k in out) throw invalid(k, `set both as "${k}" and as SPIRE's ${Object.keys(SPIRE_K8S_ALIASES).find((a) => SPIRE_K8S_ALIASES[a] === k)}`);
+      out[k] = v;
+      continue;
+    }
+    if (ours in flat || ours in out) throw invalid(k, `set both as SPIRE's "${k}" and as "${ours}"; keep one`);
+    out[ours] = v;
+  }
+  return out;
+}
+
 export function parseConfig(raw: Record<string, unknown>, env: Readonly<Record<string, string | undefined>> = process.env): WorkloadConfig {
-  const flat = flattenBlocks(raw ?? {});
+  const flat = applySpireAliases(flattenBlocks(raw ?? {}));
   const r = Schema.safeParse(flat);
   if (!r.success) {
-    const issue = r.error.issues[0]!;
-    if (issue.code === 'unrecognized_keys') throw invalid(issue.keys.join(', '), 'unknown key');
-    const key = issue.path.map(String).join('.') || '(root)';
-    throw invalid(key, issue.message);
+    // Every problem at once, with a "did you mean" for unknown keys.
+    const problems = issueMessages(r.error, Schema).map((m) => `workload attestor config: ${m}`);
+    const keys = r.error.issues.flatMap((i) => (i.code === 'unrecognized_keys' ? i.keys : [i.path.map(String).join('.') || '(root)']));
+    if (problems.length === 1) throw new InvalidConfig(WorkloadErrorCode.CONFIG, problems[0]!, { fields: { key: keys[0] } });
+    throw new InvalidConfigList(WorkloadErrorCode.CONFIG, `workload attestor config: ${problems.length} problems: ${problems.join('; ')}`, problems);
   }
   const c = r.data;
   const ms = (v: string | number | undefined, d: number): number => (v === undefined ? d : parseDuration(v)!);
-  const nodeName = c.node_name ?? env[c.node_name_env ?? 'NODE_NAME'] ?? undefined;
+  // SPIRE reads MY_NODE_NAME by default; NODE_NAME, this plugin's earlier default, still works when that is unset.
+  const nodeNameEnv = c.node_name_env ?? SPIRE_NODE_NAME_ENV;
+  const nodeName = c.node_name ?? env[nodeNameEnv] ?? (c.node_name_env === undefined ? env['NODE_NAME'] : undefined) ?? undefined;
+
+  if (c.kubelet_secure_port !== undefined && c.kubelet_secure_port > 0 && c.kubelet_read_only_port !== undefined && c.kubelet_read_only_port > 0) {
+    throw invalid('kubelet_read_only_port', 'cannot use both the read-only and the secure port (as in SPIRE)');
+  }
+  const anonymous = c.kubelet_use_anonymous_authentication === true;
+  if (anonymous) {
+    const other = (['kubelet_token_path', 'kubelet_client_cert_path', 'kubelet_client_key_path'] as const).find((k) => c[k] !== undefined);
+    if (other) throw invalid('use_anonymous_authentication', `cannot be used with ${spireName(other)}: anonymous means no token and no client certificate`);
+  }
+  const ignored: { key: string; reason: string }[] = [];
+  if (c.reload_interval !== undefined) {
+    ignored.push({ key: 'reload_interval', reason: 'the token, CA and client certificate are read from disk at every request, so rotated files are used at once' });
+  }
+  if (c.use_new_container_locator === false) {
+    ignored.push({ key: 'use_new_container_locator', reason: 'there is one container locator, and it handles cgroup v1 and v2' });
+  }
+  if ((c.max_poll_attempts !== undefined || c.poll_retry_interval !== undefined) && c.miss_retry_deadline !== undefined) {
+    throw invalid('miss_retry_deadline', 'set either miss_retry_deadline or SPIRE\'s max_poll_attempts/poll_retry_interval, not both');
+  }
+  const pollAttempts = c.max_poll_attempts !== undefined && c.max_poll_attempts > 0 ? c.max_poll_attempts : SPIRE_MAX_POLL_ATTEMPTS;
+  const pollRetryMs = c.poll_retry_interval !== undefined && parseDuration(c.poll_retry_interval)! > 0 ? parseDuration(c.poll_retry_interval)! : SPIRE_POLL_RETRY_INTERVAL_MS;
+  const spirePolling = c.max_poll_attempts !== undefined || c.poll_retry_interval !== undefined;
 
   if ((c.kubelet_client_cert_path === undefined) !== (c.kubelet_client_key_path === undefined)) {
     throw invalid(c.kubelet_client_cert_path === undefined ? 'kubelet_client_cert_path' : 'kubelet_client_key_path', 'client certificate and key must be given together');
   }
   const podSource = c.pod_source ?? 'auto';
   if ((podSource === 'metaserver' || podSource === 'apiserver') && !nodeName) {
-    throw invalid('node_name', `required with pod_source = "${podSource}" (or set the ${c.node_name_env ?? 'NODE_NAME'} environment variable)`);
+    throw invalid('node_name', `required with pod_source = "${podSource}" (or set the ${nodeNameEnv} environment variable)`);
   }
   const pollIntervalMs = ms(c.poll_interval, 5_000);
   const maxStalenessMs = ms(c.max_staleness, 10 * 60_000);
@@ -172,6 +251,7 @@ export function parseConfig(raw: Record<string, unknown>, env: Readonly<Record<s
       readOnlyPort: c.kubelet_read_only_port ?? 0,
       caPath: c.kubelet_ca_path ?? `${SA_DIR}/ca.crt`,
       tokenPath: c.kubelet_token_path ?? `${SA_DIR}/token`,
+      anonymous,
       ...(c.kubelet_client_cert_path !== undefined ? { clientCertPath: c.kubelet_client_cert_path } : {}),
       ...(c.kubelet_client_key_path !== undefined ? { clientKeyPath: c.kubelet_client_key_path } : {}),
       skipVerification: c.kubelet_skip_verification === true,
@@ -192,7 +272,11 @@ export function parseConfig(raw: Record<string, unknown>, env: Readonly<Record<s
     },
     pollIntervalMs,
     maxStalenessMs,
-    missRetryDeadlineMs: ms(c.miss_retry_deadline, 30_000),
+    // SPIRE polls the kubelet up to max_poll_attempts times, poll_retry_interval apart (60 x 500ms = 30s).
+    missRetryDeadlineMs: spirePolling ? pollAttempts * pollRetryMs : ms(c.miss_retry_deadline, 30_000),
+    missRefreshGapMs: spirePolling ? pollRetryMs : 50,
+    verboseLocatorLogs: c.verbose_container_locator_logs === true,
+    ignored,
     requestTimeoutMs: ms(c.request_timeout, 10_000),
     maxPodListBytes: c.max_pod_list_bytes ?? 64 << 20,
     ...(c.runtime_socket !== undefined ? { runtimeSocket: c.runtime_socket } : {}),

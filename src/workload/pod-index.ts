@@ -245,14 +245,24 @@ export class PodIndex {
       res = await this.#o.source.list(this.#abort.signal);
     } catch (err) {
       this.#lastError = err instanceof Error ? `${(err as { code?: string }).code ?? err.name}: ${err.message}` : String(err);
-      const age = this.#snap === undefined ? undefined : this.#now() - this.#syncedAt;
-      this.#o.log.warn('pod source unreachable; serving the last snapshot', {
-        source: this.#o.source.name,
-        endpoint: this.#o.source.endpoint,
-        error: this.#lastError,
-        snapshot_age_ms: age === undefined ? null : Math.round(age),
-        max_staleness_ms: this.#o.maxStalenessMs,
-      });
+      const source = this.#o.source;
+      const probing = source.probing === true;
+      if (this.#snap === undefined) {
+        // Nothing to serve: say so instead of "serving the last snapshot" with no age.
+        this.#o.log.warn(probing ? 'pod_source = "auto": no pod source answered yet; pods cannot be attested until one does' : 'pod source unreachable; no pod snapshot yet, pods cannot be attested until it answers', {
+          source: probing ? 'auto' : source.name,
+          endpoint: source.endpoint,
+          error: this.#lastError,
+        });
+      } else {
+        this.#o.log.warn('pod source unreachable; serving the last snapshot', {
+          source: source.name,
+          endpoint: source.endpoint,
+          error: this.#lastError,
+          snapshot_age_ms: Math.round(this.#now() - this.#syncedAt),
+          max_staleness_ms: this.#o.maxStalenessMs,
+        });
+      }
       return false;
     }
     this.#bytes += res.bytes;

@@ -32,6 +32,8 @@ export interface PodSource {
   readonly name: PodSourceName;
   /** A human-readable endpoint for logs (never includes a token). */
   readonly endpoint: string;
+  /** True while `pod_source = "auto"` is still looking for a source: `name` is then a placeholder. */
+  readonly probing?: boolean;
   list(signal: AbortSignal): Promise<PodListResult>;
   /**
    * Optional: stream changes after `resourceVersion`. Resolves when the server ends the stream; rejects on
@@ -80,8 +82,25 @@ const TLS_ERROR_CODES = new Set([
   'ERR_SSL_WRONG_VERSION_NUMBER',
 ]);
 
-function readOpt(path: string | undefined): Buffer | undefined {
-  return path === undefined ? undefined : readFileSync(path);
+/** A credential file read failed: says which file, what it is for, and why. */
+class CredentialFileError extends Error {
+  constructor(
+    readonly what: string,
+    readonly path: string,
+    readonly errno: string | undefined,
+    cause: unknown,
+  ) {
+    super(`cannot read the ${what} ${path}: ${errno === 'ENOENT' ? 'no such file' : errno === 'EACCES' ? 'permission denied' : (errno ?? String((cause as Error)?.message ?? cause))}${errno ? ` (${errno})` : ''}`, { cause });
+  }
+}
+
+function readCredential(path: string | undefined, what: string): Buffer | undefined {
+  if (path === undefined) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new CredentialFileError(what, path, (err as NodeJS.ErrnoException).code, err);
+  }
 }
 
 export class HttpPodSource implements PodSource {
@@ -121,20 +140,28 @@ export class HttpPodSource implements PodSource {
     const headers: Record<string, string> = { accept: 'application/json' };
     let tlsOpts: https.RequestOptions = {};
     try {
-      const token = o.tokenPath !== undefined ? readFileSync(o.tokenPath, 'utf8').trim() : undefined;
+      const token = readCredential(o.tokenPath, 'service account token')?.toString('utf8').trim();
       if (token) headers['authorization'] = `Bearer ${token}`;
       if (this.#url.protocol === 'https:') {
-        const ca = readOpt(o.caPath);
+        const ca = readCredential(o.caPath, 'CA bundle');
         tlsOpts = {
           rejectUnauthorized: o.skipVerification !== true,
           ...(ca ? { ca } : {}),
-          ...(o.clientCertPath ? { cert: readOpt(o.clientCertPath) } : {}),
-          ...(o.clientKeyPath ? { key: readOpt(o.clientKeyPath) } : {}),
+          ...(o.clientCertPath ? { cert: readCredential(o.clientCertPath, 'client certificate') } : {}),
+          ...(o.clientKeyPath ? { key: readCredential(o.clientKeyPath, 'client key') } : {}),
           ...(o.tlsServerName ? { servername: o.tlsServerName } : {}),
         };
       }
     } catch (err) {
-      return Promise.reject(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, 'cannot read token/CA/client certificate file', err));
+      if (err instanceof CredentialFileError) {
+        return Promise.reject(
+          new SourceUnavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, `${this.name} ${this.endpoint}: ${err.message}`, {
+            fields: { source: this.name, endpoint: this.endpoint, path: err.path, file: err.what },
+            cause: err,
+          }),
+        );
+      }
+      return Promise.reject(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, `cannot read a credential file: ${(err as Error).message}`, err));
     }
     const mod = this.#url.protocol === 'https:' ? https : http;
     return new Promise((resolve, reject) => {

@@ -92,6 +92,13 @@ describe('ek-hash from files', () => {
     expect(res.stdout).toBe('');
     expect(res.stderr).toMatch(/^spire-edge-attest: error/);
   });
+
+  it('a binary file that is not DER is not called "no PEM certificate": the message says neither form matched', async () => {
+    const res = await run('ek-hash', '--cert', `${EVENTLOG}/kl-binary_bios_measurements.bin`);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/\[ERR_EK_CERT_MALFORMED\]: EK certificate: neither DER \(a certificate starts with 0x30, this starts with 0x00\) nor PEM/);
+    expect(res.stderr).not.toMatch(/expected one PEM certificate/);
+  });
 });
 
 describe('ek-hash from a real TPM (swtpm)', () => {
@@ -222,12 +229,12 @@ describe('policy create → policy check', () => {
     expect(out.policies[0]!.violations).toContainEqual(expect.objectContaining({ rule: 'pcr sha256:7', observed: 'not quoted' }));
   });
 
-  it('an invalid policy file fails with exit 1 naming the key', async () => {
+  it('an invalid policy file fails with exit 1 naming the file and the key', async () => {
     const bad = join(work, 'bad-policy.yaml');
     writeFileSync(bad, 'policies:\n  - name: x\n    secureboot: true\n');
     const res = await run('policy', 'check', '--policy', bad, '--eventlog', GOLDEN_LOG);
     expect(res.code).toBe(1);
-    expect(res.stderr).toMatch(/policies\.0\.secureboot/);
+    expect(res.stderr).toContain(`[ERR_POLICY_INVALID]: ${bad}: policy file: policies.0.secureboot: unknown key "secureboot" (did you mean "secure_boot"?)`);
   });
 });
 

@@ -15,7 +15,8 @@ describe('createPolicyCommand', () => {
     const [policy] = parsePolicyFile(text);
     expect(policy!.name).toBe('golden-node');
     expect(policy!.pcrs.get('sha256')!.get(7)).toBe('3365d7fa2b024c852913c06e04ffbfa6ea5289f743bbf1a76f7ffdf21ed84793');
-    expect([...policy!.pcrs.get('sha1')!.keys()]).toEqual([0, 2, 4, 7]);
+    // The default banks are the server's default pcr_selection's (sha256): the log's sha1 and sha384 are left out.
+    expect([...policy!.pcrs.keys()]).toEqual(['sha256']);
     expect(policy!.secureBoot).toBe(true);
     expect([...policy!.bootApplications!]).toEqual([
       'dba8d69ffb244496ac8ab2950695d3da539d6ac5ec660fc6b4bdde245284cf23',
@@ -36,6 +37,12 @@ describe('createPolicyCommand', () => {
   it('a systemd-boot log yields the PCR 12 command line', () => {
     const [policy] = parsePolicyFile(createPolicyCommand(log('tt-event-sd-boot-fedora37'), { name: 'sd', pcrs: [12] }));
     expect(policy!.kernelCmdline!.map((r) => r.test(' console=ttyS0 console=tty0 efi=debug '))).toEqual([true]);
+  });
+
+  it('banks: pins the PCRs in exactly the banks asked for', () => {
+    const [policy] = parsePolicyFile(createPolicyCommand(log('gtt-cos-85-amd-sev'), { name: 'g', pcrs: [7], banks: ['sha1', 'sha384'] }));
+    expect([...policy!.pcrs.keys()]).toEqual(['sha1', 'sha384']);
+    expect(policy!.pcrs.get('sha384')!.get(7)).toMatch(/^[0-9a-f]{96}$/);
   });
 
   it('an invalid policy name is InvalidConfig', () => {

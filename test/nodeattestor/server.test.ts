@@ -2,6 +2,7 @@
  * Server attestor rules that need an injected clock or a captured log: exercised in-process, with the
  * real agent attestor driving a real swtpm.
  */
+import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,6 +109,28 @@ describe('policy matching', () => {
     expect((await attest(server)).selectorValues).toContain('policy:golden');
   });
 
+  it('report: the audit line names every failed policy with every rule it failed', async () => {
+    const { log, lines } = logger();
+    // Three policies: one passes, two fail (one of them on two rules).
+    const golden = readFileSync(join(work, 'golden.yaml'), 'utf8');
+    const three = golden.replace(
+      /^policies:\n/m,
+      `policies:\n  - name: impossible\n    pcrs:\n      sha256:\n        "0": "${'00'.repeat(32)}"\n` +
+        `  - name: two-rules\n    pcrs:\n      sha256:\n        "7": "${'11'.repeat(32)}"\n    kernels: ["${'22'.repeat(32)}"]\n`,
+    );
+    writeFileSync(join(work, 'three.yaml'), three);
+    const server = new TpmServerAttestor(log);
+    await server.configure({ ek_ca_path: join(work, 'ca.pem'), policy_path: join(work, 'three.yaml'), policy_match: 'report' }, core);
+    const attrs = await attest(server);
+    expect(attrs.selectorValues).toContain('policy:golden');
+    const decision = lines.find((l) => l['@message'] === 'Attestation decision')!;
+    expect(decision).toMatchObject({ outcome: 'accepted', policy_match: 'report', policies: 'golden' });
+    const failed = String(decision['policies_failed']);
+    expect(failed).toMatch(new RegExp(`^impossible: pcr sha256:0 \\(observed [0-9a-f]{64}, expected ${'0'.repeat(64)}\\); two-rules: `));
+    expect(failed).toMatch(/two-rules: pcr sha256:7 \(observed [0-9a-f]{64}, expected 1{64}\), kernels \(event \d+\) \(observed sha256:[0-9a-f]{64}\)$/);
+    expect(failed).not.toMatch(/golden:/);
+  });
+
   it('refuses at Configure a policy that needs PCRs the selection does not quote', async () => {
     const server = new TpmServerAttestor(logger().log);
     const err = await server
@@ -118,6 +141,21 @@ describe('policy matching', () => {
 });
 
 describe('audit', () => {
+  it('a chain failure still logs the full ek_hash, the value to allowlist', async () => {
+    const { log, lines } = logger();
+    const server = new TpmServerAttestor(log);
+    // A CA that did not issue this TPM's EK certificate.
+    await server.configure({ ek_ca_path: `${repoRoot}test/fixtures/ekcerts/ca/gce/tpm_ek_root_1.cer.der`, require_event_log: false }, core);
+    const err = await attest(server).catch((e) => e);
+    expect(err).toMatchObject({ grpcCode: GrpcCode.PERMISSION_DENIED });
+    const decision = lines.find((l) => l['@message'] === 'Attestation decision')!;
+    expect(decision['outcome']).toBe('refused');
+    const ekCert = new X509Certificate(tpm.ekCertRsaDer);
+    const expected = createHash('sha256').update(ekCert.publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
+    expect(decision['ek_hash']).toBe(expected);
+    expect(String(decision['reason'])).toContain(expected.slice(0, 16));
+  });
+
   it('logs one structured line per decision with agent ID, EK hash, outcome, rule and duration', async () => {
     const { log, lines } = logger();
     const server = new TpmServerAttestor(log);
@@ -129,6 +167,7 @@ describe('audit', () => {
     const decisions = lines.filter((l) => l['@message'] === 'Attestation decision');
     expect(decisions).toHaveLength(2);
     expect(decisions[0]).toMatchObject({ outcome: 'refused', code: 'ERR_POLICY_VIOLATION', rule: 'pcr sha256:0' });
+    expect(decisions[0]!['policies_failed']).toMatch(/^impossible: pcr sha256:0 \(observed [0-9a-f]{64}, expected 0{64}\)$/);
     expect(decisions[1]).toMatchObject({ outcome: 'accepted', secure_boot: 'enabled', policies: 'golden' });
     for (const d of decisions) {
       expect(d['agent_id']).toMatch(/^spiffe:\/\/example\.org\/spire\/agent\/tpm\/[0-9a-f]{64}$/);

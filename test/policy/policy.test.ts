@@ -48,6 +48,13 @@ policies:
     expect(invalid('policies: [{ name: a }]\nextra: 1').fields.path).toBe('extra');
   });
 
+  it('a top-level typo is reported as the unknown key it is, with the key it was meant to be', () => {
+    const e = invalid('policy:\n  - name: a\n    secure_boot: true\n');
+    expect(e.fields.path).toBe('policy');
+    expect(e.message).toBe('policy file: policy: unknown key "policy" (did you mean "policies"?)');
+    expect(invalid('policies: [{ name: a, secureboot: true }]').message).toMatch(/\(did you mean "secure_boot"\?\)$/);
+  });
+
   it('refuses bad digests, banks, PCR indices, regexes, duplicate names, broken YAML', () => {
     invalid('policies: [{ name: a, boot_applications: ["xyz"] }]');
     invalid(`policies: [{ name: a, pcrs: { md5: { "0": "${'0'.repeat(32)}" } } }]`);

@@ -208,7 +208,27 @@ describe('loadEkTrustStore fails closed', () => {
       writeFileSync(join(dir, 'junk.der'), Uint8Array.from([0x30, 0x03, 1, 2, 3]));
       await expectConfig(loadEkTrustStore([join(dir, 'junk.der')]));
       await expectConfig(loadEkTrustStore([join(FIX, GCE_I2)])); // intermediate only: no root
-      await expectConfig(loadEkTrustStore([dir])); // contains a subdirectory and junk
+      // A directory with only non-certificates (a README) is no CA directory.
+      mkdirSync(join(dir, 'readme-only'));
+      writeFileSync(join(dir, 'readme-only', 'README.md'), '# Vendor EK CAs\n');
+      await expectConfig(loadEkTrustStore([join(dir, 'readme-only')]));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a directory skips files that are not certificates (README, junk, subdirectories) with a warning', async () => {
+    const dir = tmp();
+    try {
+      copyFileSync(join(FIX, GCE_ROOT), join(dir, 'root.der'));
+      writeFileSync(join(dir, 'README.md'), '# Vendor EK CAs\nFetched from the vendor site.\n');
+      writeFileSync(join(dir, 'junk.der'), Uint8Array.from([0x30, 0x03, 1, 2, 3]));
+      mkdirSync(join(dir, 'old'));
+      const warnings: Record<string, string>[] = [];
+      const store = await loadEkTrustStore([dir], (_message, fields) => warnings.push({ ...fields }));
+      expect(store.roots).toHaveLength(1);
+      expect(warnings.map((w) => w['path'])).toEqual([join(dir, 'README.md'), join(dir, 'junk.der')]);
+      expect(warnings[0]!['reason']).toMatch(/holds no certificate/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

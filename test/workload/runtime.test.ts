@@ -6,6 +6,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import http from 'node:http';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import protobuf from 'protobufjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +14,7 @@ import { GrpcCode } from '../../src/errors.js';
 import { EdgeWorkloadAttestor } from '../../src/workload/attestor.js';
 import { CRI_DESCRIPTOR, criServiceDefinition } from '../../src/workload/runtime.js';
 import { repoRoot } from '../helpers/binaries.js';
-import { json, startHttp, tempDir, testContext, writeFakeProc, type TestServer } from './helpers.js';
+import { FIXTURES, json, startHttp, tempDir, testContext, writeFakeProc, type TestServer } from './helpers.js';
 
 const CRI_ID = 'a'.repeat(64);
 const DOCKER_ID = 'b'.repeat(64);
@@ -151,6 +152,50 @@ describe('runtime sockets (pod_source = "none")', () => {
       expect(sel).toContain('container-name:redis');
       expect(sel).toContain('pod-source:runtime');
     });
+  });
+});
+
+describe('pod_source = "auto" with a runtime socket', () => {
+  it('a pod source that comes up after Configure is found: runtime selectors meanwhile, pod selectors after', async () => {
+    // The docs' KubeEdge setup: the edge node boots (and the SPIRE agent configures) before edged listens.
+    const kindPods = readFileSync(join(FIXTURES, 'kubelet', 'spire-kind_pod_list.json'), 'utf8');
+    writeFakeProc(proc(), 21, { cgroup: readFileSync(join(FIXTURES, 'cgroup', 'spire-cgroups_pid_in_kind_pod.txt'), 'utf8') });
+    let up = false;
+    const edged = await startHttp((req, res) => (up && req.url === '/pods' ? json(res, JSON.parse(kindPods)) : json(res, { message: 'starting' }, 503)));
+    const ctx = testContext();
+    const a = new EdgeWorkloadAttestor(ctx, { env: {}, probeTimeoutMs: 500 });
+    try {
+      await a.configure(
+        {
+          pod_source: 'auto',
+          proc_path: proc(),
+          kubelet_token_path: join(dir.path, 'no-token'),
+          edged_port: edged.port,
+          runtime_socket: join(dir.path, 'containerd.sock'),
+          poll_interval: '200ms',
+        },
+        { trustDomain: 'example.org' },
+      );
+      const configured = ctx.log.lines.find((l) => l.message === 'workload attestor configured')!;
+      expect(configured.fields?.['pod_source']).toBe('auto (probing)');
+      expect(ctx.log.lines.some((l) => l.level === 'warn' && /using the container runtime socket until one does/.test(l.message))).toBe(true);
+      // Meanwhile the runtime socket answers for containers.
+      const early = await a.attest(11, sig());
+      expect(early).toContain('container-name:web');
+      expect(early).toContain('pod-source:runtime');
+      // edged comes up: the next poll finds it, and pods get their ns/sa selectors without an agent restart.
+      up = true;
+      const end = Date.now() + 10_000;
+      while (a.sourceStatus()?.ageMs === undefined && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      expect(a.sourceStatus()?.source).toBe('edged');
+      const later = await a.attest(21, sig());
+      expect(later).toContain('pod-source:edged');
+      expect(later.some((s) => s.startsWith('ns:'))).toBe(true);
+      expect(later.some((s) => s.startsWith('sa:'))).toBe(true);
+    } finally {
+      await a.close();
+      await edged.close();
+    }
   });
 });
 

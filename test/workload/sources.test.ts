@@ -309,6 +309,122 @@ describe('auto probing', () => {
   });
 });
 
+describe("SPIRE's k8s attestor keys, against real kubelet-shaped servers", () => {
+  // Only SPIRE's keys (plus proc_path, which SPIRE has no need for); no pod_source: auto, kubelet first.
+  const spire = (extra: Record<string, unknown>): Record<string, unknown> => ({ proc_path: proc, kubelet_secure_port: kubelet.port, kubelet_ca_path: f('ca.pem'), ...extra });
+
+  it('token_path and kubelet_ca_path: the secure port with the bearer token, verified', async () => {
+    await withAttestor(spire({ token_path: f('token') }), async (a) => {
+      expect(a.sourceStatus()?.source).toBe('kubelet');
+      expect(await a.attest(101, signal())).toContain('pod-name:blog-24ck7');
+    });
+  });
+
+  it('certificate_path and private_key_path: X.509 client authentication', async () => {
+    await withAttestor(
+      spire({ kubelet_secure_port: kubeletMtls.port, certificate_path: f('client.pem'), private_key_path: f('client-key.pem'), token_path: f('no-such-token') }),
+      async (a) => {
+        expect(await a.attest(101, signal())).toContain('pod-name:blog-24ck7');
+      },
+    );
+  });
+
+  it('use_anonymous_authentication: no token and no client certificate are sent', async () => {
+    const seen: (string | undefined)[] = [];
+    const anonymous = await startHttps(pki, (req, res) => {
+      seen.push(req.headers.authorization);
+      json(res, podList);
+    });
+    try {
+      await withAttestor({ proc_path: proc, kubelet_secure_port: anonymous.port, kubelet_ca_path: f('ca.pem'), use_anonymous_authentication: true }, async (a) => {
+        expect(await a.attest(101, signal())).toContain('pod-name:blog-24ck7');
+      });
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((h) => h === undefined)).toBe(true);
+    } finally {
+      await anonymous.close();
+    }
+  });
+
+  it('skip_kubelet_verification: a kubelet certificate from another CA is accepted (and refused without it)', async () => {
+    await withAttestor(spire({ token_path: f('token'), kubelet_ca_path: f('wrong-ca.pem'), skip_kubelet_verification: true }), async (a) => {
+      expect(await a.attest(101, signal())).toContain('pod-name:blog-24ck7');
+    });
+    await withAttestor(spire({ token_path: f('token'), kubelet_ca_path: f('wrong-ca.pem'), miss_retry_deadline: '0s' }), async (a) => {
+      expect((await rejection(a.attest(101, signal()))).grpcCode).toBe(GrpcCode.UNAVAILABLE);
+    });
+  });
+
+  it('max_poll_attempts x poll_retry_interval bounds the wait for a container, one pod-list request per interval', async () => {
+    writeFakeProc(proc, 160, { cgroup: '0::/kubepods/besteffort/pod99999999-b29f-11e7-9350-020968147796/' + 'c'.repeat(64) + '\n' });
+    await withAttestor(spire({ token_path: f('token'), max_poll_attempts: 4, poll_retry_interval: '150ms', poll_interval: '1h', max_staleness: '2h' }), async (a) => {
+      const before = kubelet.requests.length;
+      const started = performance.now();
+      const e = await rejection(a.attest(160, signal()));
+      const took = performance.now() - started;
+      expect(e.code).toBe('ERR_WORKLOAD_POD_NOT_FOUND');
+      expect(took).toBeGreaterThanOrEqual(500);
+      expect(took).toBeLessThan(3000);
+      const requests = kubelet.requests.length - before;
+      expect(requests).toBeGreaterThanOrEqual(2);
+      expect(requests).toBeLessThanOrEqual(5);
+    });
+  });
+
+  it('verbose_container_locator_logs logs what the locator saw; reload_interval is logged as ignored, with why', async () => {
+    await withAttestor(spire({ token_path: f('token'), verbose_container_locator_logs: true, reload_interval: '1m' }), async (a, ctx) => {
+      await a.attest(101, signal());
+      const line = ctx.log.lines.find((l) => l.message === 'container locator')!;
+      expect(line.fields).toMatchObject({ pid: 101, pod_uid: expect.any(String), container_id: expect.stringMatching(/^[0-9a-f]{64}$/) });
+      expect(String(line.fields?.['cgroup'])).toMatch(/kubepods/);
+      expect(ctx.log.lines.some((l) => /setting "reload_interval" is accepted and ignored: .*read from disk at every request/.test(l.message))).toBe(true);
+    });
+  });
+});
+
+describe('logs say what is going on', () => {
+  it('auto with nothing answering: "probing", never "serving the last snapshot" without one', async () => {
+    const down = await startHttp((_req, res) => json(res, { message: 'starting' }, 503));
+    const ctx = testContext();
+    const a = new EdgeWorkloadAttestor(ctx, { env: {}, probeTimeoutMs: 300 });
+    try {
+      await a.configure({ pod_source: 'auto', proc_path: proc, kubelet_token_path: f('none'), edged_port: down.port, poll_interval: '100ms' }, core);
+      await waitFor(() => ctx.log.lines.filter((l) => l.level === 'warn').length >= 2);
+      const configured = ctx.log.lines.find((l) => l.message === 'workload attestor configured')!;
+      expect(configured.fields?.['pod_source']).toBe('auto (probing)');
+      expect(ctx.log.lines.some((l) => /serving the last snapshot/.test(l.message))).toBe(false);
+      expect(ctx.log.lines.some((l) => 'snapshot_age_ms' in (l.fields ?? {}))).toBe(false);
+      expect(ctx.log.lines.some((l) => /no pod source answered yet; pods cannot be attested until one does/.test(l.message))).toBe(true);
+    } finally {
+      await a.close();
+      await down.close();
+    }
+  });
+
+  it('a source that is down before its first answer: "no pod snapshot yet"', async () => {
+    const closed = await startHttp(() => undefined);
+    await closed.close();
+    await withAttestor({ pod_source: 'edged', proc_path: proc, edged_port: closed.port }, async (_a, ctx) => {
+      const warn = ctx.log.lines.find((l) => l.level === 'warn')!;
+      expect(warn.message).toBe('pod source unreachable; no pod snapshot yet, pods cannot be attested until it answers');
+      expect(warn.fields?.['snapshot_age_ms']).toBeUndefined();
+    });
+  });
+
+  it.each([
+    ['token', { kubelet_token_path: '/nonexistent/sa/token' }, /cannot read the service account token \/nonexistent\/sa\/token: no such file \(ENOENT\)/],
+    ['CA bundle', { kubelet_ca_path: '/nonexistent/sa/ca.crt' }, /cannot read the CA bundle \/nonexistent\/sa\/ca\.crt: no such file \(ENOENT\)/],
+  ])('an unreadable %s is named, with its path, in the log and the error', async (_what, extra, message) => {
+    await withAttestor(kubeletConfig({ ...extra, miss_retry_deadline: '0s' }), async (a, ctx) => {
+      expect(ctx.log.lines.some((l) => message.test(String(l.fields?.['error'] ?? '')))).toBe(true);
+      expect(a.sourceStatus()?.lastError).toMatch(message);
+      const e = await rejection(a.attest(101, signal()));
+      expect(e.grpcCode).toBe(GrpcCode.UNAVAILABLE);
+      expect(String(e.fields?.['last_error'] ?? e.message)).toMatch(message);
+    });
+  });
+});
+
 describe('the source going down', () => {
   it('serves the last snapshot (logging its age), then fails clearly past max_staleness', async () => {
     let up = true;
