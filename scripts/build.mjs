@@ -2,15 +2,18 @@
 // Builds one self-contained executable file per plugin into dist/bin/ (a single bundled
 // CommonJS file with a node shebang: plugin_checksum then covers all of our code), and the
 // conformance test plugins into dist/test-bin/, and the `spire-edge-attest` CLI (src/cli/bin.ts)
-// into dist/bin/. Prints each file's sha256 for plugin_checksum.
+// into dist/bin/. Then a Node single-executable application (scripts/sea.mjs) of each dist/bin binary into
+// dist/sea/linux-<arch>/ (skip with --no-sea). Prints each file's sha256 for plugin_checksum.
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildSeas } from './sea.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const quiet = process.argv.includes('--quiet');
+const withSea = !process.argv.includes('--no-sea');
 
 const groups = [
   { dir: 'plugins', out: 'dist/bin' },
@@ -48,6 +51,12 @@ for (const { src, out, name } of jobs) {
   chmodSync(outfile, 0o755);
   const sha256 = createHash('sha256').update(readFileSync(outfile)).digest('hex');
   results.push({ file: `${out}/${name}`, sha256 });
+}
+if (withSea) {
+  const bundles = results
+    .filter((r) => r.file.startsWith('dist/bin/'))
+    .map((r) => ({ name: basename(r.file), file: join(root, r.file) }));
+  results.push(...(await buildSeas({ root, bundles })));
 }
 // The bundles are CommonJS; this keeps them so when run in place under our "type": "module" root.
 writeFileSync(join(root, 'dist/package.json'), '{ "type": "commonjs" }\n');

@@ -14,6 +14,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { isAttestorError } from '../errors.js';
+import { PRODUCT, VERSION } from '../version.js';
 import { parseTcti, Tpm2Tools, type EkKind } from '../tpm/tools.js';
 import { ekHashFromCertificate, ekHashFromPublic, ekHashFromTpm, type EkHashResult } from './ek-hash.js';
 import { inspectEventLog } from './eventlog-inspect.js';
@@ -57,7 +58,7 @@ Commands:
   policy create      Turn a golden node's event log into a policy file
   policy check       Dry-run policies against an event log (offline, unverified)
 
-Run '${PROGRAM} <command> --help' for a command's options.
+Run '${PROGRAM} <command> --help' for a command's options, '${PROGRAM} --version' for the version.
 Exit codes: 0 success, 1 failure, 2 usage error.
 `,
   'ek-hash': `Usage: ${PROGRAM} ek-hash [--cert FILE | --public FILE | --tcti TCTI [--ek-kind KIND]] [--json]
@@ -327,6 +328,7 @@ function route(argv: readonly string[]): { name: string; rest: readonly string[]
   if (first === undefined) throw new UsageError('', 'missing command');
   if (first === '-h' || first === '--help') return { name: 'help', rest: [] };
   if (first === 'help') return { name: 'help', rest: argv.slice(1) };
+  if (first === '--version' || first === '-V') return { name: 'version', rest: [] };
   if (first in COMMANDS) return { name: first, rest: argv.slice(1) };
   const sub = GROUPS[first];
   if (sub) {
@@ -354,6 +356,10 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
       if (topic in GROUPS) io.stdout(groupHelp(topic));
       else if (topic === '' || topic in HELP) io.stdout(HELP[topic]!);
       else throw new UsageError('', `no help for "${topic}"`);
+      return EXIT_OK;
+    }
+    if (name === 'version') {
+      io.stdout(`${PROGRAM} ${VERSION} (${PRODUCT}; node ${process.version})\n`);
       return EXIT_OK;
     }
     return await COMMANDS[name]!(rest, io);
