@@ -64,7 +64,9 @@ describe('linux-x64 SEA plugins are self-contained', () => {
     await h.init();
     await expect(h.configure(HCL[name])).resolves.toEqual({});
     // plugin_checksum of the copy is the checksum of the build: runtime and code are one file.
-    const info = h.stderrLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e['@message'] === 'Configuring plugin');
+    const infoLine = () => h.stderrLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e['@message'] === 'Configuring plugin');
+    for (let i = 0; i < 100 && !infoLine(); i++) await new Promise((r) => setTimeout(r, 20)); // stderr may trail the gRPC reply
+    const info = infoLine();
     expect(info).toMatchObject({ form: 'sea', file: binary, build_sha256: sha256File(seaBinary(name)) });
 
     // Nothing mapped but the executable itself and system libraries (no .node addon, no other file).
