@@ -1,14 +1,19 @@
 /**
  * Memory benchmark: RSS of every shipped plugin, launched as SPIRE launches it (PluginHarness), in each form we ship:
  *  - `js`:      the bundled dist/bin/<name> under the `node` on PATH (the host's Node);
- *  - `js_sea_node`: the same bundle under the Node the SEAs embed (node_modules/.cache/sea-runtime), so runtime and
- *               V8-flag effects can be told apart;
+ *  - `js_sea_node`: the same bundle under the Node the SEAs embed (node_modules/.cache/sea-runtime), no flags;
+ *  - `js_sea_node_flags`: the same, with the SEAs' exec args on the command line, so the effects of the runtime, of
+ *               the V8 flags and of the single-executable packaging can be told apart;
  *  - `sea`:     dist/sea/linux-<arch>/<name>, with the exec args baked into it (scripts/sea.mjs SEA_EXEC_ARGV).
  * Idle = Init + Configure, then 1 s quiet. From /proc/<pid>/status: VmRSS, RssAnon (heaps: V8, malloc, gRPC buffers),
- * RssFile (mapped code: the node binary's text that was touched). edge-workload also gets a load phase (Attest calls
+ * RssFile (mapped code: the node binary's text that was touched). Before each launch the executable's and the
+ * script's pages are dropped from the page cache (`dd iflag=nocache`, posix_fadvise DONTNEED on those files only), so
+ * every form starts as after a reboot: how a file got into the cache (written by the build, read by a checksum)
+ * changes the folio sizes the kernel maps and RssFile by up to 15 MiB otherwise. edge-workload also gets a load phase (Attest calls
  * through gRPC for this process's PID, `--load-calls N`, 32 in flight) and reports VmHWM (peak RSS).
  *   npx tsx bench/memory.ts [--runs 3] [--load-calls 5000]      (run `npm run build` first)
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { arch } from 'node:os';
 import { join } from 'node:path';
@@ -50,7 +55,10 @@ const mib = (kib: number) => Number((kib / MiB).toFixed(1));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const seaArch = arch() === 'arm64' ? 'arm64' : 'x64';
-const { SEA_NODE_VERSION } = (await import(join(repoRoot, 'scripts/sea.mjs'))) as { SEA_NODE_VERSION: string };
+const { SEA_NODE_VERSION, SEA_EXEC_ARGV } = (await import(join(repoRoot, 'scripts/sea.mjs'))) as {
+  SEA_NODE_VERSION: string;
+  SEA_EXEC_ARGV: string[];
+};
 const seaNode = join(repoRoot, `node_modules/.cache/sea-runtime/node-linux-${seaArch}-${SEA_NODE_VERSION}/bin/node`);
 
 interface Form {
@@ -65,9 +73,16 @@ function forms(name: string): Form[] {
   const sea = join(repoRoot, 'dist/sea', `linux-${seaArch}`, name);
   const out: Form[] = [];
   if (existsSync(js)) out.push({ key: 'js', binary: js, args: [], runtime: `host node ${process.version}` });
-  if (existsSync(js) && existsSync(seaNode)) out.push({ key: 'js_sea_node', binary: seaNode, args: [js], runtime: `node v${SEA_NODE_VERSION}, no flags` });
+  if (existsSync(js) && existsSync(seaNode)) {
+    out.push({ key: 'js_sea_node', binary: seaNode, args: [js], runtime: `node v${SEA_NODE_VERSION}, no flags` });
+    out.push({ key: 'js_sea_node_flags', binary: seaNode, args: [...SEA_EXEC_ARGV, js], runtime: `node v${SEA_NODE_VERSION} ${SEA_EXEC_ARGV.join(' ')}` });
+  }
   if (existsSync(sea)) out.push({ key: 'sea', binary: sea, args: [], runtime: `SEA node v${SEA_NODE_VERSION} + baked exec args` });
   return out;
+}
+
+function dropFromPageCache(files: string[]): void {
+  for (const f of files) execFileSync('dd', [`if=${f}`, 'iflag=nocache', 'count=0', 'status=none']);
 }
 
 async function attestLoad(h: PluginHarness, calls: number): Promise<void> {
@@ -89,6 +104,7 @@ for (const [name, { type, hcl }] of Object.entries(PLUGINS)) {
     const idle: Sample[] = [];
     const loaded: Sample[] = [];
     for (let i = 0; i < runs; i++) {
+      dropFromPageCache([form.binary, ...form.args.filter((a) => !a.startsWith('-'))]);
       const h = await PluginHarness.launch({ binary: form.binary, args: form.args, type });
       try {
         await h.init([]);
@@ -103,7 +119,7 @@ for (const [name, { type, hcl }] of Object.entries(PLUGINS)) {
         await h.unload();
       }
     }
-    const pick = (xs: Sample[], k: keyof Sample) => mib(median(xs.map((s) => s[k])));
+    const pick = (xs: Sample[], k: keyof Sample) => mib(median(xs.map((x) => x[k])));
     results[name]![form.key] = {
       runtime: form.runtime,
       idle_rss_mib: pick(idle, 'rss'),
