@@ -24,8 +24,9 @@ export const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 
 /**
  * V8 flags baked into every SEA (measured with bench/memory.ts; figures in bench/README.md). A 1 MiB semi-space suits a
- * long-lived server that allocates little per call (young generation 16 MiB by default); --optimize-for-size makes V8
- * prefer compact heap and code over speed. No old-space cap: a 64 MiB message must not be able to crash the plugin.
+ * long-lived server that allocates little per call (by default the young generation grows to tens of MiB);
+ * --optimize-for-size makes V8 prefer compact heap and code over speed. No old-space cap: a 64 MiB message must not
+ * be able to crash the plugin.
  */
 export const SEA_EXEC_ARGV = ['--max-semi-space-size=1', '--optimize-for-size'];
 
