@@ -2,7 +2,7 @@
  * The Node single executables (dist/sea): self-contained. Each plugin SEA, copied alone into an empty directory and
  * started there with no `node` on PATH and a hostile NODE_OPTIONS, completes the go-plugin handshake and a
  * Configure, maps no file but itself and system libraries, and never runs the NODE_OPTIONS code. The linux-arm64 ones
- * cannot run here: they are checked to be AArch64 ELF files with the fuse flipped and our bundle embedded.
+ * are checked here as files (AArch64 ELF, fuse flipped, our bundle embedded) and run in sea-arm64-qemu.test.ts.
  */
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -90,7 +90,7 @@ describe('linux-x64 SEA plugins are self-contained', () => {
   });
 });
 
-describe('linux-arm64 SEAs (built, not runnable here)', () => {
+describe('linux-arm64 SEAs as files', () => {
   it.each(BINARIES)('%s: AArch64 ELF with the SEA fuse flipped and the same bundle as x64', (name) => {
     const sea = readFileSync(seaBinary(name, 'arm64'));
     expect(sea.subarray(0, 4)).toEqual(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
