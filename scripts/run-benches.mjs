@@ -3,7 +3,7 @@
  * `npm run bench`: builds, runs every bench/*.ts with `npx tsx` one after the other, and prints ONE combined JSON
  * document on stdout:
  *
- *   { "benchmarks": { "startup": …, "tpm_attestation": …, "workload": … }, "machine": { node, cpus, platform, … } }
+ *   { "benchmarks": { "startup": …, "memory": …, "tpm_attestation": …, "workload": … }, "machine": { node, cpus, platform, … } }
  *
  * Each bench prints one JSON object on stdout and its progress on stderr (passed through to our stderr). A bench
  * that fails (non-zero exit, timeout, or stdout that is not one JSON document) appears as { "error": "…" } and the
@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const ORDER = ['startup', 'tpm-attestation', 'workload', 'e2e'];
+const ORDER = ['startup', 'memory', 'tpm-attestation', 'workload', 'e2e'];
 const BENCH_TIMEOUT_MS = 20 * 60_000;
 
 const argv = process.argv.slice(2);

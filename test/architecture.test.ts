@@ -3,7 +3,8 @@
  *  - src/tpm/ verifiers are pure: only node:crypto/node:buffer, @peculiar/x509 and our own modules; hardware
  *    and files are reached only through tools.ts (tpm2-tools) and ek-store-loader.ts (ek_ca_path);
  *  - only src/workload/procfs.ts reads /proc;
- *  - plugin code never writes to stdout (SPIRE reads only the handshake line there).
+ *  - plugin code never writes to stdout (SPIRE reads only the handshake line there); fd 1 is written only by the
+ *    handshake (serve.ts) and by `--version` before the cookie check (build-info.ts).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -64,6 +65,15 @@ describe('architecture', () => {
       .filter((f) => /console\.(log|info|table|dir)\(|process\.stdout\.write/.test(readFileSync(f, 'utf8')))
       .map(rel);
     expect(offenders).toEqual([]);
+  });
+
+  it('fd 1 is written only by the handshake and the --version answer', () => {
+    const writers = [...files(src), ...files(join(repoRoot, 'plugins'))]
+      .filter((f) => !rel(f).startsWith('src/cli/'))
+      .filter((f) => /writeSync\(\s*(1|process\.stdout\.fd)\b/.test(readFileSync(f, 'utf8')))
+      .map(rel)
+      .sort();
+    expect(writers).toEqual(['src/plugin/build-info.ts', 'src/plugin/serve.ts']);
   });
 
   it('plugins/ entry points are thin: they check the cookie before loading the runtime', () => {

@@ -14,7 +14,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { InvalidConfig, isAttestorError, MalformedInput, NotFound, PreconditionFailed } from '../errors.js';
-import packageJson from '../../package.json' with { type: 'json' };
+import { PRODUCT, VERSION } from '../version.js';
 import { parseTcti, Tpm2Tools, type EkKind } from '../tpm/tools.js';
 import { ekHashFromCertificate, ekHashFromPublic, ekHashFromTpm, type EkHashResult } from './ek-hash.js';
 import { inspectEventLog } from './eventlog-inspect.js';
@@ -39,8 +39,6 @@ export interface CliIo {
   /** Writes a new file; with `overwrite` false it fails with EEXIST when `path` exists. */
   readonly writeFile: (path: string, text: string, overwrite: boolean) => Promise<void>;
 }
-
-export const VERSION: string = packageJson.version;
 
 /** Bad arguments: exit 2, with the command's usage line. */
 export class UsageError extends Error {
@@ -464,16 +462,16 @@ function groupHelp(group: string): string {
 export async function main(argv: readonly string[], io: CliIo = defaultIo()): Promise<number> {
   try {
     const { name, rest } = route(argv);
-    if (name === 'version') {
-      if (rest.length > 0) throw new UsageError('', `--version takes no arguments, got "${rest[0]}"`);
-      io.stdout(`${PROGRAM} ${VERSION}\n`);
-      return EXIT_OK;
-    }
     if (name === 'help') {
       const topic = rest.join(' ');
       if (topic in GROUPS) io.stdout(groupHelp(topic));
       else if (topic === '' || topic in HELP) io.stdout(HELP[topic]!);
       else throw new UsageError('', `no help for "${topic}"`);
+      return EXIT_OK;
+    }
+    if (name === 'version') {
+      if (rest.length > 0) throw new UsageError('', `--version takes no arguments, got "${rest[0]}"`);
+      io.stdout(`${PROGRAM} ${VERSION} (${PRODUCT}; node ${process.version})\n`);
       return EXIT_OK;
     }
     return await COMMANDS[name]!(rest, io);

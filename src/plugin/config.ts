@@ -9,7 +9,7 @@ import { unary } from './handlers.js';
 import { decodePluginData } from './hcl.js';
 import { isLogLevel } from './log.js';
 import { serviceDefinition, ServiceNames } from './protos.js';
-import type { Configurable, CoreConfig, Logger, LogLevel } from './types.js';
+import type { Configurable, CoreConfig, LogFields, Logger, LogLevel } from './types.js';
 
 interface ConfigureRequest {
   core_configuration: { trust_domain: string } | null;
@@ -36,11 +36,14 @@ async function decode(request: ConfigureRequest): Promise<Decoded> {
 export class ConfigService {
   readonly #plugin: Configurable;
   readonly #log: Logger;
+  readonly #about: (() => Promise<LogFields>) | undefined;
   #configured = false;
 
-  constructor(plugin: Configurable, log: Logger) {
+  /** `about`: what the plugin is (name, version, Node, build checksum), logged first at every Configure. */
+  constructor(plugin: Configurable, log: Logger, about?: () => Promise<LogFields>) {
     this.#plugin = plugin;
     this.#log = log;
+    this.#about = about;
   }
 
   get configured(): boolean {
@@ -50,6 +53,7 @@ export class ConfigService {
   addToServer(server: grpc.Server): void {
     server.addService(serviceDefinition(ServiceNames.config), {
       Configure: unary<ConfigureRequest, object>(this.#log, 'Configure', async (request) => {
+        if (this.#about) this.#log.info('Configuring plugin', await this.#about());
         const { core, raw, logLevel } = await decode(request);
         await this.#plugin.configure(raw, core);
         if (logLevel) this.#log.setLevel(logLevel);

@@ -18,6 +18,7 @@ import {
   type ServiceRegistration,
 } from './attestor-services.js';
 import { BrokerService } from './broker.js';
+import { buildInfo } from './build-info.js';
 import { ConfigService } from './config.js';
 import { APP_PROTOCOL_VERSION, CORE_PROTOCOL_VERSION } from './cookie.js';
 import { ControllerService } from './controller.js';
@@ -141,7 +142,8 @@ export async function servePlugin(definition: PluginDefinition, options: ServeOp
     },
     log,
   }).addToServer(server);
-  new ConfigService(impl, log).addToServer(server);
+  // Fields copied into a plain record: LogFields is what the logger takes.
+  new ConfigService(impl, log, async () => ({ ...(await buildInfo(options.module)) })).addToServer(server);
   registration.addToServer(server);
 
   if (Buffer.byteLength(socketPath) > MAX_SOCKET_PATH) {
@@ -159,6 +161,8 @@ export async function servePlugin(definition: PluginDefinition, options: ServeOp
   const handshake = `${CORE_PROTOCOL_VERSION}|${APP_PROTOCOL_VERSION}|unix|${socketPath}|grpc|\n`;
   (options.writeHandshake ?? ((line: string) => writeSync(1, line)))(handshake);
   log.debug('Plugin serving', { socket: socketPath, service: registration.serviceName });
+  // Hash our own file now, off the handshake's critical path, so the first Configure does not wait for it.
+  if (exitOnShutdown) setImmediate(() => void buildInfo(options.module));
 
   return { socketPath, handshake, shutdown };
 }

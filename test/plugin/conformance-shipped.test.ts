@@ -1,5 +1,6 @@
 /**
- * Every shipped plugin binary, loaded exactly as SPIRE loads it (see test/helpers/plugin-harness.ts): cookie,
+ * Every shipped plugin binary, in both shipped forms (the bundled script under the host Node, and the Node 24
+ * single executable from dist/sea/linux-x64), loaded exactly as SPIRE loads it (see test/helpers/plugin-harness.ts): cookie,
  * handshake, clean stdout, health, broker, Init service names, Configure (empty, valid with quoted keys,
  * invalid), Deinit + Shutdown, and hclog JSON on stderr. Plugin-specific behaviour is tested elsewhere.
  */
@@ -9,9 +10,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ServiceNames } from '../../src/plugin/protos.js';
 import { builtPlugin } from '../helpers/binaries.js';
 import { checkHclogLine, PluginHarness } from '../helpers/plugin-harness.js';
+import { seaBinary } from '../release/artifacts.js';
 
 interface Shipped {
-  name: string;
+  name: 'tpm-server' | 'tpm-agent' | 'edge-workload';
   type: 'NodeAttestor' | 'WorkloadAttestor';
   service: string;
   /** What "" (no plugin_data) does: the server must refuse to trust nothing, the others have safe defaults. */
@@ -48,23 +50,30 @@ const SHIPPED: Shipped[] = [
   },
 ];
 
+const FORMS = [
+  { form: 'script', binary: (name: Shipped['name']) => builtPlugin(name) },
+  { form: 'sea', binary: (name: Shipped['name']) => seaBinary(name) },
+] as const;
+const CASES = SHIPPED.flatMap((p) => FORMS.map(({ form, binary }) => ({ ...p, form, binary: binary(p.name) })));
+type Case = (typeof CASES)[number];
+
 const launched: PluginHarness[] = [];
 afterEach(async () => {
   for (const h of launched.splice(0)) await h.kill();
 });
 
-async function launch(p: Shipped, env?: Record<string, string | undefined>): Promise<PluginHarness> {
-  const h = await PluginHarness.launch({ binary: builtPlugin(p.name), type: p.type, ...(env ? { env } : {}) });
+async function launch(p: Case, env?: Record<string, string | undefined>): Promise<PluginHarness> {
+  const h = await PluginHarness.launch({ binary: p.binary, type: p.type, ...(env ? { env } : {}) });
   launched.push(h);
   return h;
 }
 
-describe.each(SHIPPED)('$name as SPIRE loads it', (p) => {
+describe.each(CASES)('$name ($form) as SPIRE loads it', (p) => {
   it('refuses to run without its magic cookie or under the wrong plugin type', async () => {
-    const missing = await PluginHarness.launch({ binary: builtPlugin(p.name), type: p.type, env: { [p.type]: undefined } }).catch((e) => e);
+    const missing = await PluginHarness.launch({ binary: p.binary, type: p.type, env: { [p.type]: undefined } }).catch((e) => e);
     expect(missing.code).toBe(1);
     const other = p.type === 'NodeAttestor' ? 'WorkloadAttestor' : 'NodeAttestor';
-    const wrongType = await PluginHarness.launch({ binary: builtPlugin(p.name), type: other, env: { [p.type]: undefined } }).catch((e) => e);
+    const wrongType = await PluginHarness.launch({ binary: p.binary, type: other, env: { [p.type]: undefined } }).catch((e) => e);
     expect(wrongType.code).toBe(1);
   });
 
