@@ -4,6 +4,8 @@
 // Builds the real spire-server and spire-agent that the end-to-end tests, the demo and the benchmarks run, from the
 // Go modules pinned in tools/spire/<version>/ (go.mod + go.sum, one module per SPIRE version because each release
 // pins its own dependency graph). Binaries land in .cache/spire/<version>/; .cache/spire/installed.json lists them.
+// It also builds the other Go programs the tests use, pinned the same way in tools/<name>/ (kustomize, which
+// renders kubeedge-demo's overlays), into .cache/tools/.
 //
 // - Idempotent: a version whose binaries exist and whose go.sum has not changed since they were built is skipped.
 // - SPIRE_BIN_DIR=/path: use the spire-server and spire-agent already there instead of building (recorded as such).
@@ -149,6 +151,25 @@ function run(cmd, args, cwd, onStderrLine) {
   });
 }
 
+/** Another pinned Go program (tools/<name>/go.mod) → .cache/tools/<name>, rebuilt when its go.sum changes. */
+async function buildTool(name, pkg) {
+  const moduleDir = join(root, 'tools', name);
+  const outDir = join(root, '.cache/tools');
+  const out = join(outDir, name);
+  const stampPath = `${out}.stamp`;
+  const stamp = createHash('sha256').update(readFileSync(join(moduleDir, 'go.mod'))).update(readFileSync(join(moduleDir, 'go.sum'))).digest('hex');
+  if (existsSync(out) && existsSync(stampPath) && readFileSync(stampPath, 'utf8').trim() === stamp) {
+    log(`${name}: up to date (${out})`);
+    return;
+  }
+  mkdirSync(outDir, { recursive: true });
+  log(`${name}: building ${pkg}…`);
+  const started = Date.now();
+  await run('go', ['build', '-trimpath', '-ldflags=-s -w', '-o', out, pkg], moduleDir, () => undefined);
+  writeFileSync(stampPath, stamp + '\n');
+  log(`${name}: built in ${fmtElapsed(Date.now() - started)} → ${out}`);
+}
+
 function useExisting(dir) {
   const server = join(dir, 'spire-server');
   const agent = join(dir, 'spire-agent');
@@ -169,6 +190,7 @@ async function main() {
   };
   if (process.env.SPIRE_BIN_DIR) {
     keep(useExisting(process.env.SPIRE_BIN_DIR));
+    await buildTool('kustomize', 'sigs.k8s.io/kustomize/kustomize/v5');
     return;
   }
   const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
@@ -176,6 +198,7 @@ async function main() {
   for (const v of wanted) if (!pinned.includes(v)) throw new Error(`${v} is not pinned; pinned: ${pinned.join(', ')}`);
   const chosen = process.argv.includes('--newest') ? pinned.slice(0, 1) : wanted.length > 0 ? wanted : pinned;
   for (const v of chosen) keep(await build(v));
+  if (wanted.length === 0 && !process.argv.includes('--newest')) await buildTool('kustomize', 'sigs.k8s.io/kustomize/kustomize/v5');
   log(`ready: ${manifest.spire.map((e) => `${e.version} (${e.dir})`).join(', ')}`);
 }
 
