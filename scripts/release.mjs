@@ -2,7 +2,8 @@
 // `npm run release`: builds (unless --no-build), then writes per platform
 //   <out>/spire-edge-attestors-<version>-linux-<arch>.tar.gz
 // holding one top directory with bin/ (the Node single executables), docs/, examples/, the project files, the
-// licences of what the binaries contain (THIRD_PARTY_LICENSES, LICENSE.node) and SHA256SUMS (`sha256sum -c` form, one
+// licences of what the binaries contain (THIRD_PARTY_LICENSES, LICENSE.node), the container image Dockerfiles
+// (images/, with .dockerignore at the top: the unpacked archive is their build context) and SHA256SUMS (`sha256sum -c` form, one
 // line per file in the archive). <out> (default dist/release) also gets SHA256SUMS for the archives. The archives are
 // reproducible: sorted entries, root owner, mtime of the last commit (or SOURCE_DATE_EPOCH), gzip without a timestamp.
 //   node scripts/release.mjs [--no-build] [--out DIR] [--arch x64,arm64]
@@ -20,6 +21,8 @@ const out = resolve(root, option('--out') ?? 'dist/release');
 const archs = option('--arch')?.split(',') ?? SEA_ARCHS;
 const BINARIES = ['tpm-server', 'tpm-agent', 'edge-workload', 'spire-edge-attest'];
 const PROJECT_FILES = ['README.md', 'LICENSE', 'NOTICE', 'CHANGELOG.md', 'SECURITY.md'];
+/** The images built from an unpacked archive (the greeter demo service is built from the repository instead). */
+const IMAGE_FILES = ['spire-server.Dockerfile', 'spire-agent.Dockerfile'];
 
 const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 const log = (msg) => process.stderr.write(`[release] ${msg}\n`);
@@ -68,6 +71,10 @@ for (const arch of archs) {
   copyFileSync(nodeLicence, join(stage, 'LICENSE.node'));
   cpSync(join(root, 'docs'), join(stage, 'docs'), { recursive: true });
   cpSync(join(root, 'examples'), join(stage, 'examples'), { recursive: true });
+  // The unpacked archive is the build context of the container images (images/*.Dockerfile).
+  mkdirSync(join(stage, 'images'));
+  for (const f of IMAGE_FILES) copyFileSync(join(root, 'kubeedge-demo/images', f), join(stage, 'images', f));
+  copyFileSync(join(root, 'kubeedge-demo/images/.dockerignore'), join(stage, '.dockerignore'));
 
   const sums = filesUnder(stage).map((f) => `${sha256(f)}  ${relative(stage, f)}`);
   writeFileSync(join(stage, 'SHA256SUMS'), sums.join('\n') + '\n');

@@ -52,6 +52,9 @@ const expectedFiles = (top: string) =>
     'THIRD_PARTY_LICENSES',
     'LICENSE.node',
     'SHA256SUMS',
+    '.dockerignore',
+    'images/spire-server.Dockerfile',
+    'images/spire-agent.Dockerfile',
     ...filesUnder(join(repoRoot, 'docs')).map((f) => relative(repoRoot, f)),
     ...filesUnder(join(repoRoot, 'examples')).map((f) => relative(repoRoot, f)),
   ]
@@ -94,5 +97,37 @@ describe('npm run release', () => {
     const { stdout: head } = await exec('sh', ['-c', `tar -xzOf '${archive}' '${top}/bin/tpm-server' | head -c 20 | od -An -tx1`]);
     // ELF magic, 64-bit little-endian, e_machine 0xb7 (AArch64) at offset 18.
     expect(head.replace(/\s+/g, ' ').trim()).toMatch(/^7f 45 4c 46 02 01 .* b7 00$/);
+  });
+});
+
+describe('container images built from the unpacked release archive', () => {
+  const top = () => join(unpacked, `spire-edge-attestors-${version}-linux-x64`);
+  const copies = (dockerfile: string) =>
+    readFileSync(join(top(), 'images', dockerfile), 'utf8')
+      .split('\n')
+      .filter((l) => /^COPY\s/.test(l) && !/--from=/.test(l))
+      .flatMap((l) => l.replace(/^COPY\s+/, '').split(/\s+/).filter((t) => !t.startsWith('--')).slice(0, -1));
+
+  it.each(['spire-server.Dockerfile', 'spire-agent.Dockerfile'])('%s: every file it copies is in the archive, is a single executable, and is in SHA256SUMS', (dockerfile) => {
+    const sources = copies(dockerfile);
+    expect(sources.length).toBeGreaterThan(0);
+    const sums = new Map(
+      readFileSync(join(top(), 'SHA256SUMS'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => [l.slice(66), l.slice(0, 64)] as const),
+    );
+    for (const src of sources) {
+      expect(statSync(join(top(), src)).isFile(), src).toBe(true);
+      expect(sums.get(src), `${src} in SHA256SUMS`).toBe(sha256File(join(top(), src)));
+      expect(sha256File(join(top(), src))).toBe(sha256File(seaBinary(src.replace(/^bin\//, '') as (typeof BINARIES)[number])));
+    }
+  });
+
+  it('.dockerignore sends exactly the copied files as the build context', () => {
+    const rules = readFileSync(join(top(), '.dockerignore'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
+    expect(rules[0]).toBe('*');
+    const allowed = rules.slice(1).map((r) => r.replace(/^!/, '')).sort();
+    expect(allowed).toEqual([...new Set([...copies('spire-server.Dockerfile'), ...copies('spire-agent.Dockerfile')])].sort());
   });
 });
