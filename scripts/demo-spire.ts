@@ -198,9 +198,10 @@ export async function demoRealSpire(spire: SpireInstall, { step, info, bold }: O
     info('(SPIRE cannot revoke issued SVIDs: keep edge TTLs short. See docs/spire-compatibility.md for the measured timeline.)');
     for (const p of [srv, cli]) p.kill('SIGTERM');
   } finally {
-    await cgroups.cleanup();
+    const removed = await cgroups.cleanup();
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
     rmSync(work, { recursive: true, force: true });
+    info(`cleaned up: processes stopped, ${removed.length} cgroup directories removed (${removed.filter((d) => /\/pod[^/]+$/.test(d)).join(', ')})`);
   }
 }
 

@@ -129,7 +129,8 @@ export class PodCgroups {
     writeFileSync(join(this.place(pod), 'cgroup.procs'), String(pid));
   }
 
-  async cleanup(): Promise<void> {
+  /** Kills the processes it started and removes every cgroup directory it created; returns those directories. */
+  async cleanup(): Promise<string[]> {
     await Promise.all(
       [...this.#children].map(
         (c) =>
@@ -141,7 +142,8 @@ export class PodCgroups {
       ),
     );
     // Deepest first; a cgroup can be removed only once it is empty (a shared parent another user still fills stays).
-    for (const dir of this.#dirs.splice(0).sort((a, b) => b.length - a.length)) {
+    const dirs = this.#dirs.splice(0).sort((a, b) => b.length - a.length);
+    for (const dir of dirs) {
       for (let i = 0; i < 50 && existsSync(dir); i++) {
         try {
           rmdirSync(dir);
@@ -150,6 +152,7 @@ export class PodCgroups {
         }
       }
     }
+    return dirs;
   }
 }
 
