@@ -71,6 +71,14 @@ for (const arch of archs) {
   copyFileSync(nodeLicence, join(stage, 'LICENSE.node'));
   cpSync(join(root, 'docs'), join(stage, 'docs'), { recursive: true });
   cpSync(join(root, 'examples'), join(stage, 'examples'), { recursive: true });
+  // The archive's SPIRE configs pin the checksums of the archive's own binaries (the repository's carry placeholders).
+  for (const conf of filesUnder(join(stage, 'examples')).filter((f) => f.endsWith('.conf'))) {
+    const text = readFileSync(conf, 'utf8');
+    const pinned = text.replace(/(plugin_cmd\s*=\s*"[^"]*\/([\w-]+)"\s*\n\s*plugin_checksum\s*=\s*")[0-9a-fA-F]{64}(")/g, (all, head, name, tail) =>
+      existsSync(join(stage, 'bin', name)) ? `${head}${sha256(join(stage, 'bin', name))}${tail}` : all,
+    );
+    writeFileSync(conf, pinned);
+  }
   // The unpacked archive is the build context of the container images (images/*.Dockerfile).
   mkdirSync(join(stage, 'images'));
   for (const f of IMAGE_FILES) copyFileSync(join(root, 'kubeedge-demo/images', f), join(stage, 'images', f));

@@ -124,6 +124,18 @@ describe('container images built from the unpacked release archive', () => {
     }
   });
 
+  it("the archive's SPIRE configs pin the checksums of the archive's own binaries", () => {
+    const confs = filesUnder(join(top(), 'examples')).filter((f) => f.endsWith('.conf'));
+    let pinned = 0;
+    for (const conf of confs) {
+      for (const m of readFileSync(conf, 'utf8').matchAll(/plugin_cmd\s*=\s*"[^"]*\/([\w-]+)"\s*\n\s*plugin_checksum\s*=\s*"([0-9a-f]{64})"/g)) {
+        expect(m[2], `${relative(top(), conf)}: ${m[1]}`).toBe(sha256File(join(top(), 'bin', m[1]!)));
+        pinned++;
+      }
+    }
+    expect(pinned).toBeGreaterThanOrEqual(4);
+  });
+
   it('.dockerignore sends exactly the copied files as the build context', () => {
     const rules = readFileSync(join(top(), '.dockerignore'), 'utf8').split('\n').filter((l) => l && !l.startsWith('#'));
     expect(rules[0]).toBe('*');
