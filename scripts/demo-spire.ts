@@ -10,14 +10,15 @@
  *  7. the agent SVID rotates, which re-attests the node;
  *  8. the boot chain changes: the next re-attestation is refused and the node loses its identity.
  */
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makePod, PodCgroups, startFakeKubelet } from '../test/helpers/edge-node.js';
 import { pcrEvent2Sha256, simulateMeasuredBoot } from '../test/helpers/measured-boot.js';
-import { freePort, SpireAgent, SpireServer, type SpireInstall } from '../test/helpers/spire.js';
+import { jsonLines } from '../test/helpers/child-output.js';
+import { ekPubHash, freePort, SpireAgent, SpireServer, type SpireInstall } from '../test/helpers/spire.js';
 import { extendPcrs, startSwtpm } from '../test/helpers/swtpm.js';
 
 interface Out {
@@ -30,30 +31,8 @@ const root = new URL('..', import.meta.url).pathname;
 const TD = 'edge.example';
 const NODE = 'edge-node-1';
 
-function ekHash(der: Uint8Array): string {
-  return createHash('sha256').update(new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
-}
-
 function serialOf(pem: string): string {
   return BigInt(`0x${new X509Certificate(pem).serialNumber}`).toString();
-}
-
-function jsonLines(child: ChildProcess): Array<Record<string, unknown>> {
-  const out: Array<Record<string, unknown>> = [];
-  let buf = '';
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    for (const p of parts) {
-      try {
-        out.push(JSON.parse(p) as Record<string, unknown>);
-      } catch {
-        /* not a log line */
-      }
-    }
-  });
-  return out;
 }
 
 async function waitFor<T>(what: string, timeoutMs: number, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
@@ -123,7 +102,7 @@ export async function demoRealSpire(spire: SpireInstall, { step, info, bold }: O
       ],
     });
     stops.push(() => agent.stop());
-    const agentId = `spiffe://${TD}/spire/agent/tpm/${ekHash(tpm.ekCertRsaDer)}`;
+    const agentId = `spiffe://${TD}/spire/agent/tpm/${ekPubHash(tpm.ekCertRsaDer)}`;
     const listed = (await server.agents())[0]!;
     info(`agent attested in ${Date.now() - started} ms (agent start → agent SVID, AK created on first run)`);
     info(`agent SVID: ${bold(`spiffe://${listed.id.trust_domain}${listed.id.path}`)}`);

@@ -15,9 +15,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtPlugin, repoRoot } from '../helpers/binaries.js';
+import { jsonLines } from '../helpers/child-output.js';
 import { makePod, PodCgroups, startFakeKubelet, type FakeKubelet, type Pod } from '../helpers/edge-node.js';
 import { pcrEvent2Sha256, simulateMeasuredBoot } from '../helpers/measured-boot.js';
-import { freePort, NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type SpireInstall, type SpireLogLine } from '../helpers/spire.js';
+import { ekPubHash, freePort, NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type SpireInstall, type SpireLogLine } from '../helpers/spire.js';
 import { extendPcrs, startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 
 const GOLDEN_LOG = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
@@ -30,11 +31,6 @@ const AGENT_TTL_S = 20;
 const WORKLOAD_TTL_S = 16;
 
 const installs = spireUnderTest();
-
-function ekHash(certDer: Uint8Array): string {
-  const spki = new X509Certificate(certDer).publicKey.export({ type: 'spki', format: 'der' });
-  return createHash('sha256').update(spki).digest('hex');
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -145,7 +141,7 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
       ],
     });
     stoppers.push(() => agent.stop());
-    agentId = `spiffe://${TD}/spire/agent/tpm/${ekHash(tpmA.ekCertRsaDer)}`;
+    agentId = `spiffe://${TD}/spire/agent/tpm/${ekPubHash(tpmA.ekCertRsaDer)}`;
   }, 180_000);
 
   afterAll(async () => {
@@ -162,7 +158,7 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
     expect(listed!.attestation_type).toBe('tpm');
     const selectors = listed!.selectors.map((s) => `${s.type}:${s.value}`);
     expect(selectors).toEqual(
-      expect.arrayContaining([`tpm:pub_hash:${ekHash(tpmA.ekCertRsaDer)}`, 'tpm:policy:golden', 'tpm:secureboot:enabled']),
+      expect.arrayContaining([`tpm:pub_hash:${ekPubHash(tpmA.ekCertRsaDer)}`, 'tpm:policy:golden', 'tpm:secureboot:enabled']),
     );
     expect(selectors.some((s) => /^tpm:ek_ca:|^tpm:pcr:sha256:7:/.test(s))).toBe(true);
     expect(listed!.can_reattest).toBe(true);
@@ -229,13 +225,13 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
     const exit = await Promise.race([nodeB.proc.exited, sleep(60_000).then(() => undefined)]);
     expect(exit, 'spire-agent B should give up after a refused attestation').toBeDefined();
     expect(exit!.code).not.toBe(0);
-    const refused = refusals().find((l) => l['ek_hash'] === ekHash(tpmB.ekCertRsaDer));
+    const refused = refusals().find((l) => l['ek_hash'] === ekPubHash(tpmB.ekCertRsaDer));
     expect(refused, server.proc.tail()).toBeDefined();
     expect(refused!.level).toBe('warning');
     expect(refused!['rule']).toEqual(expect.any(String));
     expect(nodeB.logs.some((l) => l.level === 'error' && /PermissionDenied|permission denied/i.test(JSON.stringify(l)))).toBe(true);
     const ids = (await server.agents()).map((a) => a.id.path);
-    expect(ids).toEqual([`/spire/agent/tpm/${ekHash(tpmA.ekCertRsaDer)}`]);
+    expect(ids).toEqual([`/spire/agent/tpm/${ekPubHash(tpmA.ekCertRsaDer)}`]);
   });
 
   // ---- 3. workload SVIDs ------------------------------------------------------------------------------------
@@ -307,33 +303,16 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
     const port = await freePort();
     const main = join(repoRoot, 'kubeedge-demo/mtls/main.ts');
     const env = { ...process.env, SPIFFE_ENDPOINT_SOCKET: `unix://${agent.socketPath}` };
-    const lines = (child: ReturnType<typeof spawn>) => {
-      const out: Array<Record<string, unknown>> = [];
-      let buf = '';
-      child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-        buf += d;
-        const parts = buf.split('\n');
-        buf = parts.pop() ?? '';
-        for (const p of parts) {
-          try {
-            out.push(JSON.parse(p) as Record<string, unknown>);
-          } catch {
-            /* not a log line */
-          }
-        }
-      });
-      return out;
-    };
     const serverProc = cgroups.spawn(pods.greeterServer, process.execPath, ['--import', 'tsx', main], {
       cwd: repoRoot,
       env: { ...env, ROLE: 'server', PORT: String(port), ALLOWED_CLIENT_ID: idOf('demo', 'greeter-client') },
     });
-    const serverLog = lines(serverProc);
+    const serverLog = jsonLines(serverProc);
     const clientEnv = { ...env, ROLE: 'client', SERVER_URL: `https://127.0.0.1:${port}/`, SERVER_ID: idOf('demo', 'greeter-server'), INTERVAL_MS: '1000' };
     const clientProc = cgroups.spawn(pods.greeterClient, process.execPath, ['--import', 'tsx', main], { cwd: repoRoot, env: clientEnv });
-    const clientLog = lines(clientProc);
+    const clientLog = jsonLines(clientProc);
     const intruderProc = cgroups.spawn(pods.intruder, process.execPath, ['--import', 'tsx', main], { cwd: repoRoot, env: clientEnv });
-    const intruderLog = lines(intruderProc);
+    const intruderLog = jsonLines(intruderProc);
 
     const responses = () => clientLog.filter((l) => l['message'] === 'response');
     const deadline = Date.now() + 4 * WORKLOAD_TTL_S * 1000;
@@ -391,7 +370,7 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
       expect(l['plugin_type']).toMatch(/^(NodeAttestor|WorkloadAttestor)$/);
     }
     const decision = server.logs.find((l) => ourPluginLine(l) && l.msg === 'Attestation decision' && l['outcome'] === 'accepted');
-    expect(decision).toMatchObject({ level: 'info', plugin_name: 'tpm', agent_id: agentId, ek_hash: ekHash(tpmA.ekCertRsaDer) });
+    expect(decision).toMatchObject({ level: 'info', plugin_name: 'tpm', agent_id: agentId, ek_hash: ekPubHash(tpmA.ekCertRsaDer) });
     expect(agent.logs.some((l) => ourPluginLine(l) && l.level === 'debug' && l.msg === 'workload attested')).toBe(true);
     // go-plugin logs stderr lines that are not hclog JSON at debug under "plugin" with the raw text; none are ours.
     const rawFromPlugins = [...server.logs, ...agent.logs].filter((l) => l['external'] === true && /^\{|"@message"/.test(l.msg));
@@ -407,14 +386,7 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
       cwd: repoRoot,
       env: { ...process.env, SPIFFE_ENDPOINT_SOCKET: `unix://${agent.socketPath}`, FETCH_MODE: 'watch' },
     });
-    const events: Array<{ at: number; event: string; serial?: string; notAfter?: string; code?: number }> = [];
-    let buf = '';
-    watcher.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      const parts = buf.split('\n');
-      buf = parts.pop() ?? '';
-      for (const p of parts) if (p.trim()) events.push(JSON.parse(p));
-    });
+    const events = jsonLines(watcher) as unknown as Array<{ at: number; event: string; serial?: string; notAfter?: string; code?: number }>;
     while (!events.some((e) => e.event === 'update')) await sleep(200);
 
     const t0 = Date.now();

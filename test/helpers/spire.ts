@@ -7,7 +7,7 @@
  * `bundle show`) or its Workload API, so the tests see exactly what an operator sees.
  */
 import { execFile, spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
@@ -80,6 +80,18 @@ export function spireUnderTest(): SpireInstall[] {
   }
   const only = process.env['SPIRE_VERSIONS'];
   return only ? installs.filter((i) => only.split(',').includes(i.version)) : installs;
+}
+
+/**
+ * The agent ID our TPM attestor (and spire-tpm-plugin) gives a node, computed independently of our code: the sha256
+ * of the EK's SubjectPublicKeyInfo, from its certificate.
+ */
+export function tpmAgentPath(ekCertDer: Uint8Array): string {
+  return `/spire/agent/tpm/${ekPubHash(ekCertDer)}`;
+}
+
+export function ekPubHash(ekCertDer: Uint8Array): string {
+  return createHash('sha256').update(new X509Certificate(ekCertDer).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
 }
 
 export const NO_SPIRE_NOTE = 'not run: no SPIRE binaries (npm run spire:install, or SPIRE_BIN_DIR)';
