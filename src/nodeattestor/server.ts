@@ -234,6 +234,16 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     let facts: BootFacts | undefined;
     if (eventLog) {
       verified = replayEventLog(eventLog, quoted);
+      if (![...verified.replayedPcrs.values()].some((bank) => bank.size > 0)) {
+        // An empty log, or one in banks that were not quoted, verifies nothing: it is no measured-boot evidence.
+        if (state.config.require_event_log) {
+          throw new AttestationRefused(
+            'ERR_EVENTLOG_VERIFIES_NOTHING',
+            `node ${node}: the event log (${eventLog.format}, banks ${eventLog.banks.join(',') || 'none'}) replays none of the quoted PCRs (${state.selection.toString()}) and require_event_log is on`,
+            { fields: { rule: 'require_event_log' } },
+          );
+        }
+      }
       const factsKey = bootFactsKey(payload.event_log!, verified);
       facts = state.bootFacts.get(factsKey);
       if (!facts) {

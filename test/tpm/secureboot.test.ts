@@ -63,14 +63,13 @@ describe('deriveSecureBootFacts (fail closed)', () => {
 });
 
 describe('deriveBootFacts: data-bearing events are used only when their digest covers the data', () => {
-  it('a GRUB kernel_cmdline whose digest does not match its text is not a command line', () => {
+  it('a GRUB kernel_cmdline whose digest does not match its text makes the command lines unknown', () => {
     const text = 'kernel_cmdline: /vmlinuz root=/dev/sda1 ro\0';
     const log = parseEventLog(
       buildAgileLog([{ pcr: 8, type: EventType.EV_IPL, data: ascii(text), digests: { sha256: hash('sha256', ascii('/vmlinuz init=/bin/sh')) } }], ['sha256']),
     );
     const bootFacts = deriveBootFacts(replayEventLog(log, { values: computePcrs(log) }));
-    expect(bootFacts.kernelCommandLines).toEqual([]);
-    expect(bootFacts.untrustedDataEvents).toEqual([1]);
+    expect(bootFacts.kernelCommandLines).toEqual({ known: false, reason: 'event 1 (EV_IPL) on PCR 8: its digest does not cover its text' });
   });
 
   it('a GRUB kernel_cmdline digested without its NUL is used, NUL kept in `logged`', () => {
@@ -80,7 +79,8 @@ describe('deriveBootFacts: data-bearing events are used only when their digest c
         ['sha256'],
       ),
     );
-    const [line] = deriveBootFacts(replayEventLog(log, { values: computePcrs(log) })).kernelCommandLines;
+    const lines = deriveBootFacts(replayEventLog(log, { values: computePcrs(log) })).kernelCommandLines;
+    const [line] = lines.known ? lines.value : [];
     expect([line!.source, line!.logged, line!.cmdline]).toEqual(['grub', '/vmlinuz ro quiet\0', '/vmlinuz ro quiet']);
   });
 });
