@@ -233,7 +233,10 @@ export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts
         break;
       case EventType.EV_EFI_ACTION: {
         const action = asciiOf(event.data);
-        if (!PCR7_ACTIONS.has(action)) problems.push(`${at}: ${JSON.stringify(action.slice(0, 64))} is not an action the PFP defines for PCR 7`);
+        if (!PCR7_ACTIONS.has(action)) {
+          const shown = /^[\x20-\x7e]{0,64}$/.test(action) ? JSON.stringify(action) : `data ${toHex(event.data.subarray(0, 32))}`;
+          problems.push(`${at}: ${shown} is not an action the PFP defines for PCR 7`);
+        }
         if (action === UEFI_DEBUG_MODE) debugMode = true;
         if (action === DMA_PROTECTION_DISABLED) dmaProtectionDisabled = true;
         break;
