@@ -203,7 +203,7 @@ export function parseConfig(raw: Record<string, unknown>, env: Readonly<Record<s
     processSelectors: c.process_selectors === true,
     workloadSizeLimit: c.workload_size_limit ?? 0,
     disableContainerSelectors: c.disable_container_selectors === true,
-    mountinfoFallback: c.mountinfo_fallback !== false,
+    mountinfoFallback: c.mountinfo_fallback === true, // off by default: see cgroup.ts locateContainer
     ...(c.container_id_cgroup_matchers !== undefined ? { containerIdCgroupMatchers: c.container_id_cgroup_matchers } : {}),
   };
   if (podSource === 'apiserver' && cfg.apiserver.url === undefined) {
