@@ -196,9 +196,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const agentId = SpiffeId.fromSegments(state.trustDomain, 'spire', 'agent', state.config.plugin_name, ek.pubHash).toString();
     audit['agent_id'] = agentId;
 
-    // Only a trusted EK earns parsing a (possibly megabytes long) event log.
-    const eventLog = payload.event_log ? parseEventLog(payload.event_log) : undefined;
-    if (!eventLog && state.config.require_event_log) {
+    if (!payload.event_log && state.config.require_event_log) {
       throw new AttestationRefused('ERR_EVENTLOG_MISSING', `node ${node}: no measured-boot event log was sent and require_event_log is on`, {
         fields: { rule: 'require_event_log' },
       });
@@ -247,7 +245,9 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       expectedQualifiedSigner: qualifiedName(qualifiedName(hierarchyQualifiedName(), ekPublic), akPublic),
     });
 
-    // 7. Measured boot: the log counts only where it replays to quoted PCRs.
+    // 7. Measured boot: the log counts only where it replays to quoted PCRs. It is parsed only now, once the TPM
+    //    holding this EK has answered: parsing up to 8 MiB is not work an unproven client may cause.
+    const eventLog = payload.event_log ? parseEventLog(payload.event_log) : undefined;
     let verified: VerifiedEvents | undefined;
     let facts: BootFacts | undefined;
     if (eventLog) {
