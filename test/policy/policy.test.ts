@@ -35,6 +35,7 @@ policies:
     kernel_cmdline: ["^.*ro quiet.*$"]
     boot_loader: grub
   - name: second
+    secure_boot: true
 `;
     const [p, q] = parsePolicyFile(yamlText);
     expect(p!.pcrs.get('sha256')!.get(7)).toBe('ab'.repeat(32));
@@ -57,6 +58,41 @@ policies:
     invalid('policies: [{ name: a }, { name: a }]');
     invalid('policies: [');
     invalid('policies: []');
+  });
+
+  it('refuses a policy with no rules: it would admit every node as policy:<name>', () => {
+    expect(invalid('policies: [{ name: lax }]').message).toBe('policy file: policies.0: policy "lax" has no rules');
+    expect(invalid('policies: [{ name: lax, secure_boot: false }]').message).toMatch(/has no rules/);
+  });
+
+  it('bounds size, depth and aliases, naming the file', () => {
+    const named = (text: string) => expectError(() => parsePolicyFile(text, '/etc/spire/p.yaml'), InvalidConfig, 'ERR_POLICY_INVALID', GrpcCode.INVALID_ARGUMENT);
+    expect(named(`# ${'x'.repeat(256 * 1024)}\npolicies: [{ name: a, secure_boot: true }]`).message).toMatch(/^\/etc\/spire\/p\.yaml: \(top level\): larger than 262144 bytes$/);
+    expect(named(`policies: [{ name: a, secure_boot: true, x: ${'['.repeat(50)}${']'.repeat(50)} }]`).message).toMatch(/nested deeper than 12 levels/);
+    expect(named(`policies:\n${'  - '.repeat(40)}x`).message).toMatch(/nested deeper than 12 levels/);
+    const laughs = ['a: &a ["lol","lol"]', ...Array.from({ length: 8 }, (_, i) => `${'bcdefghi'[i]}: &${'bcdefghi'[i]} [*${'abcdefgh'[i]},*${'abcdefgh'[i]}]`), 'policies: [{ name: a, secure_boot: true }]'];
+    expect(named(laughs.join('\n')).message).toMatch(/^\/etc\/spire\/p\.yaml: not valid YAML\/JSON: .*alias/i);
+  });
+
+  it('refuses kernel_cmdline patterns whose matching time can explode', () => {
+    const cases: [string, boolean][] = [
+      ['^/vmlinuz-[0-9.]+-generic root=UUID=[0-9a-f-]+ ro quiet splash$', true],
+      ['^\\(hd0,gpt2\\)/vmlinuz-5\\.14 root=/dev/mapper/rhel ro$', true],
+      ['(?:ro|rw)( quiet)?', true],
+      ['([ab])*c', true],
+      ['(ab){2}', true],
+      ['(a+)+$', false],
+      ['(a|a)*$', false],
+      ['(?:[\\s\\S]{0,1000}){0,1000}x', false],
+      ['((ab)?)*', false],
+      ['a{1001}', false],
+      ['(x)\\1', false],
+    ];
+    for (const [pattern, safe] of cases) {
+      const text = JSON.stringify({ policies: [{ name: 'p', kernel_cmdline: [pattern] }] });
+      if (safe) expect(() => parsePolicyFile(text), pattern).not.toThrow();
+      else expect(invalid(text).message, pattern).toMatch(/pattern could take unbounded time to match/);
+    }
   });
 });
 
@@ -131,7 +167,7 @@ describe('evaluatePolicies', () => {
 
   it('evaluates several policies independently', () => {
     const { verified, facts } = evidence('gtt-ubuntu-2104-no-secure-boot');
-    const policies = parsePolicyFile('policies: [{ name: strict, secure_boot: true }, { name: lax }]');
+    const policies = parsePolicyFile(`policies: [{ name: strict, secure_boot: true }, { name: lax, boot_loader: grub }]`);
     expect(evaluatePolicies(policies, facts, verified).map((r) => [r.policy, r.passed])).toEqual([['strict', false], ['lax', true]]);
   });
 });
