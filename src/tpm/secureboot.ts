@@ -16,7 +16,9 @@
  * 4. After the separator, only EV_EFI_VARIABLE_AUTHORITY and EV_EFI_SPDM_DEVICE_AUTHORITY (§3.3.4.8: the authorities
  *    that verified each boot-time image). No configuration variable after it: a SecureBoot variable measured there
  *    was extended after the policy was fixed.
- * 5. The SecureBoot variable (EFI_GLOBAL_VARIABLE) is measured exactly once; enabled iff its value is the byte 1.
+ * 5. Every variable is measured at most once, the SecureBoot variable (EFI_GLOBAL_VARIABLE) exactly once and as one
+ *    byte; enabled iff that byte is 1, and then PK, KEK and db must hold a key or hash and at least one authority
+ *    event whose digest covers its data must show a key in use (else unknown).
  * 6. "UEFI Debug Mode" measured: disabled (a platform in debug mode does not enforce Secure Boot).
  *
  * PK/KEK/db/dbx contents are reported from their (covered) data; EV_EFI_VARIABLE_AUTHORITY events after the
@@ -208,6 +210,9 @@ export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts
   let dmaProtectionDisabled = false;
   let secureBootValue: Uint8Array | undefined;
   let secureBootMeasurements = 0;
+  /** Authorities whose data the digest covers: a key really verified an image. */
+  let verifiedAuthorities = 0;
+  const seenVariables = new Set<string>();
   const problems: string[] = [];
 
   const integrity = problemsOf(pcrProblems(verified, [PCR_SECURE_BOOT_POLICY]), [PCR_SECURE_BOOT_POLICY]);
@@ -218,7 +223,11 @@ export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts
     if (separatorSeen) {
       if (event.type === EventType.EV_SEPARATOR) problems.push(`${at}: second EV_SEPARATOR in PCR 7`);
       else if (!POST_SEPARATOR_PCR7_TYPES.has(event.type)) problems.push(`${at}: not allowed in PCR 7 after the separator`);
-      else if (event.type === EventType.EV_EFI_VARIABLE_AUTHORITY) postSeparatorAuthorities.push(describeAuthority(event));
+      else if (event.type === EventType.EV_EFI_VARIABLE_AUTHORITY) {
+        const authority = describeAuthority(event);
+        postSeparatorAuthorities.push(authority);
+        if (authority.dataVerified) verifiedAuthorities++;
+      }
       continue;
     }
     // Before the separator every event must be a covered measurement of what its type says.
@@ -250,6 +259,9 @@ export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts
           problems.push(`${at}: UEFI_VARIABLE_DATA does not parse`);
           break;
         }
+        const key = `${variable.variableGuid}/${variable.name}`;
+        if (seenVariables.has(key)) problems.push(`${at}: ${variable.name} measured twice`);
+        seenVariables.add(key);
         if (variable.name === 'SecureBoot' && variable.variableGuid === EFI_GLOBAL_VARIABLE_GUID) {
           secureBootMeasurements++;
           secureBootValue = variable.value;
@@ -257,14 +269,14 @@ export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts
           (variable.variableGuid === EFI_GLOBAL_VARIABLE_GUID && (variable.name === 'PK' || variable.name === 'KEK')) ||
           (variable.variableGuid === EFI_IMAGE_SECURITY_DATABASE_GUID && (variable.name === 'db' || variable.name === 'dbx'))
         ) {
-          if (databases.has(variable.name)) problems.push(`${at}: ${variable.name} measured twice`);
-          else databases.set(variable.name, parseSignatureDatabase(variable.name, variable.value, true));
+          if (!databases.has(variable.name)) databases.set(variable.name, parseSignatureDatabase(variable.name, variable.value, true));
         }
         break;
       }
       case EventType.EV_EFI_VARIABLE_AUTHORITY:
         try {
           parseUefiVariableData(event.data);
+          verifiedAuthorities++;
         } catch (err) {
           if (!(err instanceof MalformedInput)) throw err;
           problems.push(`${at}: UEFI_VARIABLE_DATA does not parse`);
@@ -281,6 +293,15 @@ export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts
   if (events.length > 0 && !separatorSeen) problems.push('PCR 7 has no EV_SEPARATOR: the Secure Boot configuration never ended');
   if (secureBootMeasurements > 1) problems.push('SecureBoot variable measured more than once');
   if (secureBootMeasurements === 0 && events.length > 0) problems.push('SecureBoot variable not measured');
+  if (secureBootValue !== undefined && secureBootValue.length > 1) problems.push(`SecureBoot variable is ${secureBootValue.length} bytes, not 1`);
+  if (problems.length === 0 && !debugMode && secureBootValue?.length === 1 && secureBootValue[0] === 1) {
+    // Enabled means keys were in force and used (the checks go-attestation's ParseSecurebootState makes too).
+    const entries = (db: SignatureDatabase | undefined) => (db ? db.certificates.length + db.sha256Hashes.length + db.otherSignatures : 0);
+    for (const name of ['PK', 'KEK', 'db']) {
+      if (entries(databases.get(name)) === 0) problems.push(`Secure Boot is on but ${name} holds no key or hash`);
+    }
+    if (verifiedAuthorities === 0) problems.push('Secure Boot is on but no verified EV_EFI_VARIABLE_AUTHORITY shows a key in use');
+  }
 
   let state: SecureBootStateValue;
   let reason: string;
