@@ -16,6 +16,7 @@ import https from 'node:https';
 import { Cancelled, MalformedInput, SourceUnavailable } from '../errors.js';
 import { WorkloadErrorCode } from './errors.js';
 import { decodePod, decodePodList, type K8sPod, type K8sPodList } from './k8s-types.js';
+import { isLoopbackHost, parseLoopbackListeners } from './listener.js';
 
 export type PodSourceName = 'kubelet' | 'edged' | 'metaserver' | 'apiserver';
 
@@ -65,6 +66,13 @@ export interface HttpSourceOptions {
   readonly tlsServerName?: string;
   readonly timeoutMs: number;
   readonly maxBodyBytes: number;
+  /**
+   * For plain-HTTP loopback URLs: the uid that must own every socket listening on the port, checked before each
+   * request (nothing in plain HTTP says who answered). Undefined: no check (https, or a remote host).
+   */
+  readonly loopbackOwnerUid?: number;
+  /** Where the listening sockets are read; default `/proc/self/net` (this process's network namespace). */
+  readonly procNetDir?: string;
 }
 
 const TLS_ERROR_CODES = new Set([
@@ -116,8 +124,38 @@ export class HttpPodSource implements PodSource {
   }
 
   /** One GET. A keep-alive socket the server closed meanwhile (ECONNRESET on a reused socket) is retried once. */
+  /** Refuses the request when something other than the expected user listens on the loopback port. */
+  #checkLoopbackListener(): SourceUnavailable | undefined {
+    const expected = this.#opts.loopbackOwnerUid;
+    if (expected === undefined || this.#url.protocol !== 'http:' || !isLoopbackHost(this.#url.hostname)) return undefined;
+    const port = Number(this.#url.port || 80);
+    const dir = this.#opts.procNetDir ?? '/proc/self/net';
+    const listeners = [];
+    for (const [file, v6] of [['tcp', false], ['tcp6', true]] as const) {
+      let text: string;
+      try {
+        text = readFileSync(`${dir}/${file}`, 'utf8');
+      } catch (err) {
+        if (file === 'tcp6' && (err as NodeJS.ErrnoException).code === 'ENOENT') continue; // IPv6 disabled
+        return this.#unavailable(WorkloadErrorCode.SOURCE_UNTRUSTED_LISTENER, `cannot read ${dir}/${file} to check who listens on port ${port}`, err);
+      }
+      listeners.push(...parseLoopbackListeners(text, v6).filter((l) => l.port === port));
+    }
+    if (listeners.length === 0) return this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, `nothing listens on port ${port}`);
+    const foreign = listeners.find((l) => l.uid !== expected);
+    if (foreign) {
+      return this.#unavailable(
+        WorkloadErrorCode.SOURCE_UNTRUSTED_LISTENER,
+        `port ${port} is held by uid ${foreign.uid} (socket inode ${foreign.inode}), not uid ${expected}: refusing unauthenticated pod data from it`,
+      );
+    }
+    return undefined;
+  }
+
   #request(pathAndQuery: string, signal: AbortSignal, timeoutMs: number | undefined, retried = false): Promise<http.IncomingMessage> {
     const o = this.#opts;
+    const impostor = this.#checkLoopbackListener();
+    if (impostor) return Promise.reject(impostor);
     const headers: Record<string, string> = { accept: 'application/json' };
     let tlsOpts: https.RequestOptions = {};
     try {
