@@ -17,6 +17,7 @@ import { Cancelled, MalformedInput, SourceUnavailable } from '../errors.js';
 import { WorkloadErrorCode } from './errors.js';
 import { decodePod, decodePodList, type K8sPod, type K8sPodList } from './k8s-types.js';
 import { isLoopbackHost, parseLoopbackListeners } from './listener.js';
+import { readOwnTcpTables } from './procfs.js';
 
 export type PodSourceName = 'kubelet' | 'edged' | 'metaserver' | 'apiserver';
 
@@ -71,7 +72,7 @@ export interface HttpSourceOptions {
    * request (nothing in plain HTTP says who answered). Undefined: no check (https, or a remote host).
    */
   readonly loopbackOwnerUid?: number;
-  /** Where the listening sockets are read; default `/proc/self/net` (this process's network namespace). */
+  /** Where the listening sockets are read (procfs.ts readOwnTcpTables); default: this process's network namespace. */
   readonly procNetDir?: string;
 }
 
@@ -129,18 +130,16 @@ export class HttpPodSource implements PodSource {
     const expected = this.#opts.loopbackOwnerUid;
     if (expected === undefined || this.#url.protocol !== 'http:' || !isLoopbackHost(this.#url.hostname)) return undefined;
     const port = Number(this.#url.port || 80);
-    const dir = this.#opts.procNetDir ?? '/proc/self/net';
-    const listeners = [];
-    for (const [file, v6] of [['tcp', false], ['tcp6', true]] as const) {
-      let text: string;
-      try {
-        text = readFileSync(`${dir}/${file}`, 'utf8');
-      } catch (err) {
-        if (file === 'tcp6' && (err as NodeJS.ErrnoException).code === 'ENOENT') continue; // IPv6 disabled
-        return this.#unavailable(WorkloadErrorCode.SOURCE_UNTRUSTED_LISTENER, `cannot read ${dir}/${file} to check who listens on port ${port}`, err);
-      }
-      listeners.push(...parseLoopbackListeners(text, v6).filter((l) => l.port === port));
+    let tables: { tcp: string; tcp6: string | undefined };
+    try {
+      tables = readOwnTcpTables(this.#opts.procNetDir);
+    } catch (err) {
+      return this.#unavailable(WorkloadErrorCode.SOURCE_UNTRUSTED_LISTENER, `cannot read the TCP socket table to check who listens on port ${port}`, err);
     }
+    const listeners = [
+      ...parseLoopbackListeners(tables.tcp, false),
+      ...(tables.tcp6 === undefined ? [] : parseLoopbackListeners(tables.tcp6, true)),
+    ].filter((l) => l.port === port);
     if (listeners.length === 0) return this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, `nothing listens on port ${port}`);
     const foreign = listeners.find((l) => l.uid !== expected);
     if (foreign) {
