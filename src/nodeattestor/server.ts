@@ -325,9 +325,23 @@ async function withinTtl(response: Promise<Uint8Array>, ttlMs: number, node: str
   }
 }
 
-/** Same log bytes and the same verified PCRs and quirks give the same verified events, hence the same facts. */
+/**
+ * Same log bytes, the same verified PCRs and quirks, and the same explained and unexplained quoted PCRs give the same
+ * facts. (The last two matter: a quoted PCR with no event may be at reset on one node and extended on another, and
+ * only the second must make its facts unknown.)
+ */
 function bootFactsKey(logBytes: Uint8Array, verified: VerifiedEvents): string {
-  const pcrs = [...new Set(verified.events.map((e) => e.pcrIndex))].sort((a, b) => a - b).join(',');
+  const sorted = (set: Iterable<number>) => [...new Set(set)].sort((a, b) => a - b).join(',');
+  const pcrs = sorted(verified.events.map((e) => e.pcrIndex));
   const quirks = verified.appliedQuirks.map((q) => `${q.id}@${q.pcrIndex}`).join(',');
-  return `${createHash('sha256').update(logBytes).digest('hex')}|${verified.events.length}|${pcrs}|${quirks}`;
+  const quoted = [...verified.quotedPcrs].map(([bank, values]) => `${bank}:${sorted(values.keys())}`).join('+');
+  return [
+    createHash('sha256').update(logBytes).digest('hex'),
+    verified.events.length,
+    pcrs,
+    quirks,
+    `explained ${sorted(verified.explainedPcrs)}`,
+    `unexplained ${sorted(verified.unexplainedPcrs)}`,
+    quoted,
+  ].join('|');
 }

@@ -203,6 +203,21 @@ describe('F2: forged secure_boot, kernel_cmdline and kernels', () => {
     expect(attributes.selector_values.filter((s) => s.startsWith('kernel_cmdline_sha256:'))).toEqual([]);
   });
 
+  it('a quoted PCR the log does not explain (PCR 12 extended unlogged) makes the command line unknown, cache or not', async () => {
+    // Same log bytes as the golden node, so a facts cache keyed on the log alone would hand over the golden facts.
+    const extra = await lab.bootNode(golden);
+    await lab.extendAfterBoot(extra, [{ pcr: 12, type: EventType.EV_IPL, data: new Uint8Array(0), digest: hash('sha256', text('systemd-stub: init=/bin/sh')) }]);
+    const cmdlineOnly = lab.file('cmdline.yaml', stringify({ policies: [{ name: 'cmdline', kernel_cmdline: [`^${goldenCmdline.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&')}$`] }] }));
+    const server = await lab.server(cmdlineOnly, { pcr_selection: 'sha256:0,1,2,3,4,5,6,7,8,9,12' });
+    const logPath = lab.file('golden.bin', writeLog(golden));
+    expect((await relayAttestation(await lab.agent(goldenNode, logPath), server)).attributes.selector_values).toContain('policy:cmdline');
+    await expectRefused(
+      relayAttestation(await lab.agent(extra, logPath), server),
+      grpc.status.PERMISSION_DENIED,
+      /kernel_cmdline: observed unknown \(PCR 12 was extended but the log has no event for it\)/,
+    );
+  });
+
   it('the default output of the shipped `spire-edge-attest policy create` catches the evil command line', async () => {
     const policyText = execFileSync(builtPlugin('spire-edge-attest'), ['policy', 'create', '--from-eventlog', GOLDEN_LOG_PATH], { encoding: 'utf8' });
     const policyPath = lab.file('default-policy.yaml', policyText);
