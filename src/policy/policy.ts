@@ -70,14 +70,20 @@ const policyFileSchema = z.strictObject({
 });
 
 /**
- * Nesting depth of the YAML text, counted before parsing: flow brackets outside quotes, and block indentation
- * (two columns a level, generously). The YAML parser recurses per level, so depth is bounded before it runs.
+ * Nesting depth of the YAML text, counted before parsing: block levels (a stack of indentation widths, so any
+ * indentation style counts one level per step), `- ` entries, and flow brackets outside quotes. The YAML parser
+ * recurses per level, so depth is bounded before it runs.
  */
 function textDepth(text: string): number {
   let deepest = 0;
+  const indents: number[] = [];
   for (const line of text.split('\n')) {
-    const indent = line.length - line.trimStart().length;
-    let depth = Math.floor(indent / 2);
+    const body = line.trimStart();
+    if (body === '' || body.startsWith('#')) continue;
+    const indent = line.length - body.length;
+    while (indents.length > 0 && indents[indents.length - 1]! >= indent) indents.pop();
+    indents.push(indent);
+    let depth = indents.length;
     let quote: string | undefined;
     for (let i = indent; i < line.length; i++) {
       const c = line[i]!;

@@ -70,6 +70,9 @@ policies:
     expect(named(`# ${'x'.repeat(256 * 1024)}\npolicies: [{ name: a, secure_boot: true }]`).message).toMatch(/^\/etc\/spire\/p\.yaml: \(top level\): larger than 262144 bytes$/);
     expect(named(`policies: [{ name: a, secure_boot: true, x: ${'['.repeat(50)}${']'.repeat(50)} }]`).message).toMatch(/nested deeper than 12 levels/);
     expect(named(`policies:\n${'  - '.repeat(40)}x`).message).toMatch(/nested deeper than 12 levels/);
+    // Wide indentation is not depth: 8 columns a level still parses.
+    const wide = 'policies:\n        - name: w\n          pcrs:\n                  sha256:\n                          "0": "' + '0'.repeat(64) + '"\n';
+    expect(parsePolicyFile(wide)[0]!.pcrs.get('sha256')!.get(0)).toBe('0'.repeat(64));
     const laughs = ['a: &a ["lol","lol"]', ...Array.from({ length: 8 }, (_, i) => `${'bcdefghi'[i]}: &${'bcdefghi'[i]} [*${'abcdefgh'[i]},*${'abcdefgh'[i]}]`), 'policies: [{ name: a, secure_boot: true }]'];
     expect(named(laughs.join('\n')).message).toMatch(/^\/etc\/spire\/p\.yaml: not valid YAML\/JSON: .*alias/i);
   });
