@@ -130,3 +130,54 @@ describe('deriveBootFacts: data-bearing events are used only when their digest c
     expect([line!.source, line!.logged, line!.cmdline]).toEqual(['grub', '/vmlinuz ro quiet\0', '/vmlinuz ro quiet']);
   });
 });
+
+describe('deriveBootFacts: every event of a fact\'s PCRs counts, whatever its type', () => {
+  const derive = (events: SyntheticEvent[]) => {
+    const log = parseEventLog(buildAgileLog(events, ['sha256']));
+    return deriveBootFacts(replayEventLog(log, { values: computePcrs(log) }));
+  };
+  const action = (pcr: number, text: string): SyntheticEvent => ({ pcr, type: EventType.EV_EFI_ACTION, data: ascii(text) });
+  const image = (type: number, name: string): SyntheticEvent => ({ pcr: 4, type, data: new Uint8Array(8), digests: { sha256: hash('sha256', ascii(name)) } });
+
+  it('PCR 4: known actions and the separator are not images; any other event is, whatever its type', () => {
+    const facts = derive([
+      action(4, 'Calling EFI Application from Boot Option'),
+      separator(4),
+      image(EventType.EV_EFI_BOOT_SERVICES_APPLICATION, 'shim'),
+      image(EventType.EV_EFI_ACTION, 'relabelled grub'),
+      image(0x7fff_0001, 'unknown type'),
+    ]);
+    expect(facts.efiBootApplications.known && facts.efiBootApplications.value.map((a) => a.sequence)).toEqual([3, 4, 5]);
+  });
+
+  it('PCR 4: BOOT ATTEMPTS OMITTED makes the list unknown', () => {
+    const facts = derive([{ pcr: 4, type: EventType.EV_OMIT_BOOT_DEVICE_EVENTS, data: ascii('BOOT ATTEMPTS OMITTED') }]);
+    expect(facts.efiBootApplications).toEqual({ known: false, reason: 'event 1: the platform omitted boot attempts from PCR 4' });
+  });
+
+  it('PCR 8: a non-EV_IPL event makes the command lines unknown (it may be the real one, relabelled)', () => {
+    const facts = derive([
+      { pcr: 8, type: EventType.EV_IPL, data: ascii('kernel_cmdline: /vmlinuz ro'), digests: { sha256: hash('sha256', ascii('/vmlinuz ro')) } },
+      { pcr: 8, type: EventType.EV_EVENT_TAG, data: ascii('kernel_cmdline: /vmlinuz init=/bin/sh'), digests: { sha256: hash('sha256', ascii('/vmlinuz init=/bin/sh')) } },
+    ]);
+    expect(facts.kernelCommandLines).toEqual({ known: false, reason: 'event 2 (EV_EVENT_TAG) on PCR 8 is not a boot-loader measurement we interpret' });
+  });
+
+  it('PCR 9: every EV_IPL / EV_EVENT_TAG is a boot-loader file whatever its name; another type makes the list unknown', () => {
+    const file = (type: number, name: string): SyntheticEvent => ({ pcr: 9, type, data: ascii(name), digests: { sha256: hash('sha256', ascii(`${name} bytes`)) } });
+    const ok = derive([file(EventType.EV_IPL, '/boot/grub/grub.cfg'), file(EventType.EV_IPL, '/vmlinuz'), file(EventType.EV_EVENT_TAG, 'initrd')]);
+    expect(ok.bootLoaderFiles.known && ok.bootLoaderFiles.value.length).toBe(3);
+    const bad = derive([file(EventType.EV_IPL, '/vmlinuz'), file(EventType.EV_EFI_ACTION, '/evil')]);
+    expect(bad.bootLoaderFiles).toEqual({ known: false, reason: 'event 2 (EV_EFI_ACTION) on PCR 9 is not a file measurement we interpret' });
+  });
+
+  it('an event on a boot PCR after ExitBootServices() makes that PCR\'s facts unknown', () => {
+    const facts = derive([
+      image(EventType.EV_EFI_BOOT_SERVICES_APPLICATION, 'shim'),
+      action(5, 'Exit Boot Services Invocation'),
+      action(5, 'Exit Boot Services Returned with Success'),
+      image(EventType.EV_EFI_BOOT_SERVICES_APPLICATION, 'after boot'),
+    ]);
+    expect(facts.efiBootApplications).toEqual({ known: false, reason: 'event 4 on PCR 4 was measured after ExitBootServices()' });
+  });
+});
