@@ -9,8 +9,8 @@
  *    warm-up attestation first. RSA EK and ECC P-384 EK. Goal: p50 ≤ 250 ms.
  * 2. Server-side verification alone, in-process: TpmServerAttestor.attest on a captured (payload, response) pair.
  *    The server's randomness is injected so it issues the captured nonce and secret again; the attestor is
- *    configured once outside the timer (its NonceStore accepts the re-issued nonce because every run consumes
- *    it). Plus a per-step breakdown made by calling the same verification functions directly. Goal: p50 ≤ 5 ms.
+ *    configured once outside the timer (each run's nonce lives in that run alone, so re-issuing it is accepted).
+ *    Plus a per-step breakdown made by calling the same verification functions directly. Goal: p50 ≤ 5 ms.
  * 3. Raw crypto primitives in the same process and run, and the ratio server p50 / Σ primitives it needs.
  * 4. Agent and server plugin RSS after the runs; a tool-level profile of the agent (debug log of a
  *    separate agent instance, so the timed runs log at info level).

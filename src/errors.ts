@@ -12,6 +12,7 @@ export const GrpcCode = {
   DEADLINE_EXCEEDED: 4,
   NOT_FOUND: 5,
   PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
   FAILED_PRECONDITION: 9,
   UNIMPLEMENTED: 12,
   INTERNAL: 13,
@@ -88,6 +89,11 @@ export class SourceUnavailable extends AttestorError {
 /** What was looked for did not appear before its deadline (e.g. a container's pod): DEADLINE_EXCEEDED. */
 export class DeadlineExceeded extends AttestorError {
   readonly grpcCode = GrpcCode.DEADLINE_EXCEEDED;
+}
+
+/** Too much outstanding work for one client (e.g. challenges per EK): RESOURCE_EXHAUSTED, retried by SPIRE's agent. */
+export class ResourceExhausted extends AttestorError {
+  readonly grpcCode = GrpcCode.RESOURCE_EXHAUSTED;
 }
 
 /** The subject does not exist (e.g. the PID exited): NOT_FOUND. */

@@ -4,7 +4,7 @@
  */
 import { AttestationRefused, InvalidConfig } from '../errors.js';
 import { evaluatePolicies } from '../policy/evaluate.js';
-import { parsePolicyFile, type MeasuredBootPolicy } from '../policy/policy.js';
+import { MAX_POLICY_FILE_BYTES, parsePolicyFile, type MeasuredBootPolicy } from '../policy/policy.js';
 import type { BootFacts } from '../tpm/bootfacts.js';
 import type { VerifiedEvents } from '../tpm/replay.js';
 import { HashAlg } from '../tpm/alg.js';
@@ -19,15 +19,10 @@ export async function loadPolicies(path: string, readFile: (p: string) => Promis
   } catch (err) {
     throw new InvalidConfig('ERR_CONFIG_POLICY', `tpm server: key "policy_path": cannot read ${path}: ${(err as Error).message}`);
   }
-  try {
-    return parsePolicyFile(Buffer.from(bytes).toString('utf8'));
-  } catch (err) {
-    // Name the file: with several servers and files, "policies.0.secureboot" alone does not say where.
-    if (err instanceof InvalidConfig) {
-      throw new InvalidConfig(err.code, `tpm server: key "policy_path": ${path}: ${err.message}`, { fields: { ...err.fields, path }, cause: err });
-    }
-    throw err;
+  if (bytes.length > MAX_POLICY_FILE_BYTES) {
+    throw new InvalidConfig('ERR_POLICY_INVALID', `tpm server: policy file ${path}: larger than ${MAX_POLICY_FILE_BYTES} bytes`, { fields: { file: path } });
   }
+  return parsePolicyFile(Buffer.from(bytes).toString('utf8'), `tpm server: policy file ${path}`);
 }
 
 /**

@@ -34,8 +34,10 @@ export function nodeSelectors(input: SelectorInputs): string[] {
     if (value) out.push(`pcr:sha256:${index}:${toHex(value)}`);
   }
   for (const name of input.passedPolicies) out.push(`policy:${name}`);
-  for (const line of input.facts?.kernelCommandLines ?? []) {
-    out.push(`kernel_cmdline_sha256:${createHash('sha256').update(line.cmdline, 'utf8').digest('hex')}`);
-  }
+  // One selector only when the command line is known and unambiguous: with two different lines, naming either
+  // would let a node that booted one claim the other.
+  const lines = input.facts?.kernelCommandLines;
+  const distinct = lines?.known ? [...new Set(lines.value.map((l) => l.cmdline))] : [];
+  if (distinct.length === 1) out.push(`kernel_cmdline_sha256:${createHash('sha256').update(distinct[0]!, 'utf8').digest('hex')}`);
   return [...new Set(out)];
 }

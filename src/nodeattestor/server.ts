@@ -3,15 +3,21 @@
  *
  *   payload (EK, AK public, event log) → EK trust → AK checklist → challenge {credential bound to the
  *   AK name, fresh nonce, PCR selection} → response {secret, quote} → secret (constant time) →
- *   nonce (single use, 60 s) → quote (signature, magic, type, nonce, exact selection, PCR digest) →
- *   event-log replay against the quoted PCRs → boot facts → policy → selectors.
+ *   nonce (this stream's, answered within nonce_ttl) → quote (signature, magic, type, nonce, exact selection, PCR
+ *   digest) → event-log replay against the quoted PCRs → boot facts → policy → selectors.
+ *
+ * The nonce lives only in this Attest stream: a challenge and its response are one stream, SPIRE never answers a
+ * challenge on another, so there is no shared store an unproven client could flood. Until the response proves the
+ * EK, a client holding only a public EK certificate can make the server do MakeCredential and wait: at most
+ * `max_pending_challenges_per_ek` at once per EK, each for at most `nonce_ttl`.
  *
  * Every step consumes only what the step before verified. A refusal is PERMISSION_DENIED naming the
- * node and the rule; malformed input is INVALID_ARGUMENT. One audit line is logged per decision.
+ * node and the rule; malformed input is INVALID_ARGUMENT; a slow or busy attempt is DEADLINE_EXCEEDED or
+ * RESOURCE_EXHAUSTED, which SPIRE's agent retries. One audit line is logged per decision.
  */
 import { createHash, randomBytes as nodeRandomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { AttestationRefused, InvalidConfig, isAttestorError, NotConfigured } from '../errors.js';
+import { AttestationRefused, DeadlineExceeded, InvalidConfig, isAttestorError, NotConfigured, ResourceExhausted } from '../errors.js';
 import { ConfigProblems, duration, parseConfig, z } from '../plugin/config-schema.js';
 import type { AgentAttributes, CoreConfig, Logger, ServerAttestIo, ServerNodeAttestor } from '../plugin/types.js';
 import { checkPoliciesAgainstSelection, enforcePolicies, loadPolicies, type PolicyMatch } from './policy-gate.js';
@@ -26,7 +32,6 @@ import { replayEventLog, type VerifiedEvents } from '../tpm/replay.js';
 import { SpiffeId, TrustDomain } from '../spiffe/trust-domain.js';
 import { EkTrust, type TrustedEk } from './ek-trust.js';
 import { BoundedCache } from './bounded-cache.js';
-import { NonceStore } from './nonce-store.js';
 import { nodeSelectors } from './selectors.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
 
@@ -50,12 +55,18 @@ export const serverConfigSchema = z
     policy_path: z.string().min(1).optional(),
     /** any: at least one policy must pass; all: every policy must pass; report: selectors only. */
     policy_match: z.enum(['any', 'all', 'report']).default('any'),
-    /** How long a challenge's nonce may be answered; 0 would refuse every attestation. */
+    /** How long a challenge waits for its response; a TPM quote takes well under a second. */
     nonce_ttl: duration()
-      .refine((ms) => ms >= 1_000 && ms <= 600_000, { message: 'must be between 1s and 10m (the agent answers within one round trip)' })
-      .default(60_000),
+      .default(60_000)
+      .refine((ms) => ms >= 1_000 && ms <= 600_000, 'must be between 1s and 10m'),
+    /** Challenges one EK may have outstanding at once (retries and re-attestation overlap rarely). */
+    max_pending_challenges_per_ek: z.number().int().min(1).max(64).default(4),
     /** The plugin name in SPIRE's config; agent IDs are /spire/agent/<name>/<ek hash>. */
-    plugin_name: z.string().regex(/^[A-Za-z0-9._-]+$/).default('tpm'),
+    plugin_name: z
+      .string()
+      .regex(/^[A-Za-z0-9._-]{1,128}$/)
+      .refine((name) => name !== '.' && name !== '..', 'must not be "." or ".." (it is a path segment of agent IDs)')
+      .default('tpm'),
   })
   .refine((c) => c.ek_ca_path !== undefined || (c.ek_hash_allowlist !== undefined && c.ek_hash_allowlist.length > 0), {
     message: 'set ek_ca_path, ek_hash_allowlist or both: without either no EK could be trusted',
@@ -75,7 +86,6 @@ interface ServerState {
   readonly ekTrust: EkTrust;
   readonly policies: readonly MeasuredBootPolicy[];
   readonly policyMatch: PolicyMatch;
-  readonly nonces: NonceStore;
   /** Boot facts are a pure function of the log bytes and which PCRs verified: derive once per distinct boot. */
   readonly bootFacts: BoundedCache<string, BootFacts>;
 }
@@ -88,6 +98,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
   readonly #random: (size: number) => Uint8Array;
   readonly #readFile: (path: string) => Promise<Uint8Array>;
   #state: ServerState | undefined;
+  /** Outstanding challenges per EK hash; kept across reconfiguration with the streams they count. */
+  readonly #pendingChallenges = new Map<string, number>();
 
   constructor(log: Logger, options: TpmServerOptions = {}) {
     this.#log = log;
@@ -131,11 +143,6 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     if (config.policy_path && !config.require_event_log) {
       this.#log.warn('policy_path is set but require_event_log is false: nodes without an event log skip boot policies');
     }
-    // Keep the nonce store across reconfiguration so in-flight challenges stay single-use.
-    const nonces =
-      this.#state && this.#state.config.nonce_ttl === config.nonce_ttl
-        ? this.#state.nonces
-        : new NonceStore({ ttlMs: config.nonce_ttl, now: () => this.#now().getTime() });
     return {
       config,
       trustDomain: TrustDomain.parse(core.trustDomain),
@@ -143,7 +150,6 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       ekTrust,
       policies,
       policyMatch: config.policy_match,
-      nonces,
       bootFacts: new BoundedCache(BOOT_FACTS_CACHE_ENTRIES),
     };
   }
@@ -199,9 +205,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const agentId = SpiffeId.fromSegments(state.trustDomain, 'spire', 'agent', state.config.plugin_name, ek.pubHash).toString();
     audit['agent_id'] = agentId;
 
-    // Only a trusted EK earns parsing a (possibly megabytes long) event log.
-    const eventLog = payload.event_log ? parseEventLog(payload.event_log) : undefined;
-    if (!eventLog && state.config.require_event_log) {
+    if (!payload.event_log && state.config.require_event_log) {
       throw new AttestationRefused('ERR_EVENTLOG_MISSING', `node ${node}: no measured-boot event log was sent and require_event_log is on`, {
         fields: { rule: 'require_event_log' },
       });
@@ -215,15 +219,24 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     //    plus a fresh nonce for the quote.
     const secret = this.#random(SECRET_BYTES);
     const nonce = this.#random(NONCE_BYTES);
-    const credential = makeCredential({ ekPublic, akName, secret, randomBytes: this.#random });
-    state.nonces.issue(nonce);
-    const responseBytes = await io.challenge(
-      encodeChallenge({ credential: encodeCredentialFile(credential), nonce, pcrs: state.selection.toString() }),
-    );
+    const release = this.#reserveChallenge(ek.pubHash, node, state.config.max_pending_challenges_per_ek);
+    let responseBytes: Uint8Array;
+    const issuedAt = this.#now().getTime();
+    try {
+      const credential = makeCredential({ ekPublic, akName, secret, randomBytes: this.#random });
+      responseBytes = await withinTtl(
+        io.challenge(encodeChallenge({ credential: encodeCredentialFile(credential), nonce, pcrs: state.selection.toString() })),
+        state.config.nonce_ttl,
+        node,
+      );
+    } finally {
+      release();
+    }
     const response = decodeResponse(responseBytes);
 
-    // 5. Freshness and residency: the nonce is spent now, whatever happens next.
-    state.nonces.consume(nonce, node);
+    // 5. Freshness and residency. The nonce is this stream's and this is its only response.
+    const age = this.#now().getTime() - issuedAt;
+    if (age > state.config.nonce_ttl) throw nonceExpired(node, age, state.config.nonce_ttl);
     if (!secretsEqual(secret, response.secret)) {
       throw new AttestationRefused('ERR_CREDENTIAL_SECRET', `node ${node}: credential activation failed: the AK is not in the TPM holding this EK`, {
         fields: { rule: 'credential activation' },
@@ -241,11 +254,23 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       expectedQualifiedSigner: qualifiedName(qualifiedName(hierarchyQualifiedName(), ekPublic), akPublic),
     });
 
-    // 7. Measured boot: the log counts only where it replays to quoted PCRs.
+    // 7. Measured boot: the log counts only where it replays to quoted PCRs. It is parsed only now, once the TPM
+    //    holding this EK has answered: parsing up to 8 MiB is not work an unproven client may cause.
+    const eventLog = payload.event_log ? parseEventLog(payload.event_log) : undefined;
     let verified: VerifiedEvents | undefined;
     let facts: BootFacts | undefined;
     if (eventLog) {
       verified = replayEventLog(eventLog, quoted);
+      if (![...verified.replayedPcrs.values()].some((bank) => bank.size > 0)) {
+        // An empty log, or one in banks that were not quoted, verifies nothing: it is no measured-boot evidence.
+        if (state.config.require_event_log) {
+          throw new AttestationRefused(
+            'ERR_EVENTLOG_VERIFIES_NOTHING',
+            `node ${node}: the event log (${eventLog.format}, banks ${eventLog.banks.join(',') || 'none'}) replays none of the quoted PCRs (${state.selection.toString()}) and require_event_log is on`,
+            { fields: { rule: 'require_event_log' } },
+          );
+        }
+      }
       const factsKey = bootFactsKey(payload.event_log!, verified);
       facts = state.bootFacts.get(factsKey);
       if (!facts) {
@@ -270,11 +295,65 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     });
     return { spiffeId: agentId, selectorValues, canReattest: true };
   }
+
+  /** Counts one outstanding challenge for `ekHash`, or refuses when it has too many; returns the release. */
+  #reserveChallenge(ekHash: string, node: string, limit: number): () => void {
+    const pending = this.#pendingChallenges.get(ekHash) ?? 0;
+    if (pending >= limit) {
+      throw new ResourceExhausted('ERR_CHALLENGES_PER_EK', `node ${node}: ${pending} challenges are already outstanding for this EK (max_pending_challenges_per_ek ${limit})`, {
+        fields: { rule: 'max_pending_challenges_per_ek', pending },
+      });
+    }
+    this.#pendingChallenges.set(ekHash, pending + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.#pendingChallenges.get(ekHash) ?? 1) - 1;
+      if (left <= 0) this.#pendingChallenges.delete(ekHash);
+      else this.#pendingChallenges.set(ekHash, left);
+    };
+  }
 }
 
-/** Same log bytes and the same verified PCRs and quirks give the same verified events, hence the same facts. */
+/** A response that came (or would come) too late: not a verdict on the node, so a code SPIRE's agent retries. */
+function nonceExpired(node: string, ageMs: number, ttlMs: number): DeadlineExceeded {
+  return new DeadlineExceeded('ERR_NONCE_EXPIRED', `node ${node}: no challenge response within nonce_ttl (${ttlMs} ms; waited ${ageMs} ms)`, {
+    fields: { rule: 'nonce freshness', age_ms: ageMs },
+  });
+}
+
+/** Waits for the challenge response at most `ttlMs`; the stream is then ended by the caller's error. */
+async function withinTtl(response: Promise<Uint8Array>, ttlMs: number, node: string): Promise<Uint8Array> {
+  let timer: NodeJS.Timeout | undefined;
+  const started = performance.now();
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(nonceExpired(node, Math.round(performance.now() - started), ttlMs)), ttlMs);
+  });
+  try {
+    return await Promise.race([response, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Same log bytes, the same verified PCRs and quirks, and the same explained and unexplained quoted PCRs give the same
+ * facts. (The last two matter: a quoted PCR with no event may be at reset on one node and extended on another, and
+ * only the second must make its facts unknown.)
+ */
 function bootFactsKey(logBytes: Uint8Array, verified: VerifiedEvents): string {
-  const pcrs = [...new Set(verified.events.map((e) => e.pcrIndex))].sort((a, b) => a - b).join(',');
+  const sorted = (set: Iterable<number>) => [...new Set(set)].sort((a, b) => a - b).join(',');
+  const pcrs = sorted(verified.events.map((e) => e.pcrIndex));
   const quirks = verified.appliedQuirks.map((q) => `${q.id}@${q.pcrIndex}`).join(',');
-  return `${createHash('sha256').update(logBytes).digest('hex')}|${verified.events.length}|${pcrs}|${quirks}`;
+  const quoted = [...verified.quotedPcrs].map(([bank, values]) => `${bank}:${sorted(values.keys())}`).join('+');
+  return [
+    createHash('sha256').update(logBytes).digest('hex'),
+    verified.events.length,
+    pcrs,
+    quirks,
+    `explained ${sorted(verified.explainedPcrs)}`,
+    `unexplained ${sorted(verified.unexplainedPcrs)}`,
+    quoted,
+  ].join('|');
 }

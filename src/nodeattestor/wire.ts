@@ -11,6 +11,10 @@ export const WIRE_VERSION = 1;
 export const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 export const MAX_CHALLENGE_BYTES = 64 * 1024;
 export const MAX_RESPONSE_BYTES = 64 * 1024;
+/** Deepest nesting any message has (payload → tpm → field), with one level of slack. */
+export const MAX_JSON_DEPTH = 4;
+/** Most object members plus array elements in one message (the payload has about 20). */
+export const MAX_JSON_MEMBERS = 256;
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
@@ -76,8 +80,36 @@ function encode(message: Encodable): Uint8Array {
   return new Uint8Array(Buffer.from(JSON.stringify(toJsonValue(message)), 'utf8'));
 }
 
+/**
+ * One linear pass over the bytes before JSON.parse: nesting deeper than MAX_JSON_DEPTH or more than
+ * MAX_JSON_MEMBERS members is refused, so parsing costs no more than copying the strings. (Without it a 16 MiB
+ * `[[[[…` or `{"a":0,"b":0,…` payload from a client that has proven nothing makes V8 build millions of objects.)
+ * Structural characters are ASCII, so scanning UTF-8 bytes is exact; string contents are skipped.
+ */
+function checkJsonShape(what: string, bytes: Uint8Array): void {
+  let depth = 0;
+  let members = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    if (inString) {
+      if (b === 0x5c) i++; // backslash: skip the escaped character
+      else if (b === 0x22) inString = false;
+      continue;
+    }
+    if (b === 0x22) inString = true;
+    else if (b === 0x7b || b === 0x5b) {
+      if (++depth > MAX_JSON_DEPTH) throw new MalformedInput('ERR_WIRE_SHAPE', `${what}: JSON nested deeper than ${MAX_JSON_DEPTH} at byte ${i}`);
+    } else if (b === 0x7d || b === 0x5d) depth--;
+    else if (b === 0x2c || b === 0x3a) {
+      if (++members > 2 * MAX_JSON_MEMBERS) throw new MalformedInput('ERR_WIRE_SHAPE', `${what}: more than ${MAX_JSON_MEMBERS} JSON members`);
+    }
+  }
+}
+
 function decode<T extends z.ZodType>(what: string, schema: T, bytes: Uint8Array, maxBytes: number): z.output<T> {
   if (bytes.length > maxBytes) throw new MalformedInput('ERR_WIRE_TOO_LARGE', `${what} is ${bytes.length} bytes, more than ${maxBytes}`);
+  checkJsonShape(what, bytes);
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));

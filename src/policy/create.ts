@@ -72,17 +72,18 @@ export function createPolicyFromEventLog(log: UnverifiedEventLog, options: Creat
     }
   }
 
+  // A fact the golden log leaves unknown gives no rule (a rule on it could never pass).
   const bootApplications = new Set<string>();
-  for (const app of facts.efiBootApplications) {
+  for (const app of facts.efiBootApplications.known ? facts.efiBootApplications.value : []) {
     const digest = preferredDigest(app.digests);
     if (digest) bootApplications.add(digest);
   }
   const kernels = new Set<string>();
-  for (const kernel of facts.kernelImages) {
-    const digest = preferredDigest(kernel.digests);
+  for (const file of facts.bootLoaderFiles.known ? facts.bootLoaderFiles.value : []) {
+    const digest = preferredDigest(file.digests);
     if (digest) kernels.add(digest);
   }
-  const cmdlines = [...new Set(facts.kernelCommandLines.map((c) => c.cmdline))];
+  const cmdlines = [...new Set((facts.kernelCommandLines.known ? facts.kernelCommandLines.value : []).map((c) => c.cmdline))];
 
   return {
     name: options.name,

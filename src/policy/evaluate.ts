@@ -4,6 +4,7 @@
  *
  * Rules, checked in this order per policy (each failure is one {@link PolicyViolation}):
  * `pcr <bank>:<index>`, `secure_boot`, `boot_loader`, `boot_applications`, `kernels`, `kernel_cmdline`.
+ * A rule on an unknown fact fails, and so does a list rule with nothing to check.
  *
  * @module
  */
@@ -71,31 +72,43 @@ export function checkPolicy(policy: MeasuredBootPolicy, facts: BootFacts, verifi
 
   if (policy.bootLoader === 'grub' && facts.grub === undefined) fail('boot_loader', 'no GRUB measurements found', 'grub');
 
+  // Every rule below fails closed: on an unknown fact, and when there is nothing to check.
   if (policy.bootApplications) {
-    for (const app of facts.efiBootApplications) {
-      if (!digestAllowed(app.digests, policy.bootApplications)) {
-        fail(`boot_applications (event ${app.sequence})`, describeDigests(app.digests));
+    const apps = facts.efiBootApplications;
+    if (!apps.known) fail('boot_applications', `unknown (${apps.reason})`);
+    else if (apps.value.length === 0) fail('boot_applications', 'no verified PCR 4 boot application measurement');
+    else {
+      for (const app of apps.value) {
+        if (!digestAllowed(app.digests, policy.bootApplications)) {
+          fail(`boot_applications (event ${app.sequence})`, describeDigests(app.digests));
+        }
       }
     }
   }
 
   if (policy.kernels) {
-    if (facts.kernelImages.length === 0) fail('kernels', 'no verified kernel image measurement');
-    for (const kernel of facts.kernelImages) {
-      if (!digestAllowed(kernel.digests, policy.kernels)) fail(`kernels (event ${kernel.sequence})`, describeDigests(kernel.digests));
+    const files = facts.bootLoaderFiles;
+    if (!files.known) fail('kernels', `unknown (${files.reason})`);
+    else if (files.value.length === 0) fail('kernels', 'no verified PCR 9 kernel image measurement');
+    else {
+      // The file name in the event is not covered by the digest, so every PCR 9 file must be on the list.
+      for (const file of files.value) {
+        if (!digestAllowed(file.digests, policy.kernels)) fail(`kernels (event ${file.sequence})`, describeDigests(file.digests));
+      }
     }
   }
 
   if (policy.kernelCmdline) {
-    if (facts.kernelCommandLines.length === 0) fail('kernel_cmdline', 'no verified kernel command line');
-    for (const line of facts.kernelCommandLines) {
-      if (!policy.kernelCmdline.some((pattern) => pattern.test(line.cmdline))) {
-        fail(`kernel_cmdline (event ${line.sequence})`, JSON.stringify(line.cmdline));
+    const lines = facts.kernelCommandLines;
+    if (!lines.known) fail('kernel_cmdline', `unknown (${lines.reason})`);
+    else if (lines.value.length === 0) fail('kernel_cmdline', 'no verified kernel command line');
+    else {
+      for (const line of lines.value) {
+        if (!policy.kernelCmdline.some((pattern) => pattern.test(line.cmdline))) {
+          fail(`kernel_cmdline (event ${line.sequence})`, JSON.stringify(line.cmdline));
+        }
       }
     }
-    // A kernel command-line event whose text is not covered by its digest could hide the real command line.
-    const hidden = facts.untrustedDataEvents.length;
-    if (hidden > 0) fail('kernel_cmdline', `${hidden} PCR 8/12 event(s) whose data does not match their digest`);
   }
 
   return violations;

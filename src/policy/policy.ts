@@ -23,10 +23,14 @@ import { InvalidConfig } from '../errors.js';
 import { HashAlg } from '../tpm/alg.js';
 
 export const ERR_POLICY_INVALID = 'ERR_POLICY_INVALID';
-/** Largest policy file accepted. */
-export const MAX_POLICY_FILE_BYTES = 1 << 20;
+/** Largest policy file accepted (real ones are a few KiB: digests and a handful of patterns). */
+export const MAX_POLICY_FILE_BYTES = 256 * 1024;
+/** Deepest YAML nesting accepted (the format needs 5: policies → item → pcrs → bank → index). */
+export const MAX_POLICY_DEPTH = 12;
 /** Longest kernel command-line pattern accepted. */
 export const MAX_PATTERN_LENGTH = 4096;
+/** Largest `{n}` / `{n,m}` bound in a pattern. */
+export const MAX_PATTERN_REPEAT = 1000;
 const MAX_PCR_INDEX = 23;
 
 export interface MeasuredBootPolicy {
@@ -66,22 +70,118 @@ const policyFileSchema = z.strictObject({
   policies: z.array(policySchema).min(1),
 });
 
-function invalid(path: readonly PropertyKey[], what: string): InvalidConfig {
-  const at = path.length > 0 ? path.map(String).join('.') : '(top level)';
-  return new InvalidConfig(ERR_POLICY_INVALID, `policy file: ${at}: ${what}`, { fields: { path: at } });
+/**
+ * Nesting depth of the YAML text, counted before parsing: block levels (a stack of indentation widths, so any
+ * indentation style counts one level per step), `- ` entries, and flow brackets outside quotes. The YAML parser
+ * recurses per level, so depth is bounded before it runs.
+ */
+function textDepth(text: string): number {
+  let deepest = 0;
+  const indents: number[] = [];
+  for (const line of text.split('\n')) {
+    const body = line.trimStart();
+    if (body === '' || body.startsWith('#')) continue;
+    const indent = line.length - body.length;
+    while (indents.length > 0 && indents[indents.length - 1]! >= indent) indents.pop();
+    indents.push(indent);
+    let depth = indents.length;
+    let quote: string | undefined;
+    for (let i = indent; i < line.length; i++) {
+      const c = line[i]!;
+      if (quote) {
+        if (c === '\\' && quote === '"') i++;
+        else if (c === quote) quote = undefined;
+      } else if (c === '"' || c === "'") quote = c;
+      else if (c === '#') break;
+      else if (c === '[' || c === '{') deepest = Math.max(deepest, ++depth);
+      else if (c === ']' || c === '}') depth--;
+      else if (c === '-' && (line[i + 1] === ' ' || i + 1 === line.length)) deepest = Math.max(deepest, ++depth); // "- - - x"
+    }
+    deepest = Math.max(deepest, depth);
+  }
+  return deepest;
 }
 
-/** Parses and validates a policy file (YAML, of which JSON is a subset). Throws InvalidConfig naming the key. */
-export function parsePolicyFile(text: string): MeasuredBootPolicy[] {
-  if (text.length > MAX_POLICY_FILE_BYTES) throw invalid([], `larger than ${MAX_POLICY_FILE_BYTES} bytes`);
+/** Nesting depth of a parsed value (the text check is approximate; this one is exact). */
+function valueDepth(value: unknown, limit: number): number {
+  if (value === null || typeof value !== 'object') return 0;
+  if (limit <= 0) return 1;
+  let deepest = 0;
+  for (const child of Object.values(value)) deepest = Math.max(deepest, valueDepth(child, limit - 1));
+  return deepest + 1;
+}
+
+/**
+ * Refuses patterns whose matching time can explode (kernel command lines come from the node being judged):
+ * a repeated group (`*`, `+`, `{n,}`, `{n,m}` with m > 1) may hold neither a quantifier nor an alternation, no
+ * backreferences, and no `{n}` bound above MAX_PATTERN_REPEAT. Returns what is wrong, or undefined.
+ */
+export function unsafePatternReason(pattern: string): string | undefined {
+  // For each open group: whether it contains a quantifier or `|`.
+  const groups: { risky: boolean }[] = [];
+  let inClass = false;
+  let lastGroupRisky: boolean | undefined; // the group that just closed, if the next token may quantify it
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    let closed: boolean | undefined;
+    if (c === '\\') {
+      const next = pattern[i + 1] ?? '';
+      if (/[1-9]/.test(next) || next === 'k') return `backreference \\${next} at ${i}`;
+      i++;
+    } else if (inClass) {
+      if (c === ']') inClass = false;
+    } else if (c === '[') inClass = true;
+    else if (c === '(') groups.push({ risky: false });
+    else if (c === ')') closed = groups.pop()?.risky ?? false;
+    else if (c === '|') {
+      if (groups.length > 0) groups[groups.length - 1]!.risky = true;
+    } else if (c === '*' || c === '+' || c === '?' || c === '{') {
+      let repeats = c !== '?';
+      let end = i;
+      if (c === '{') {
+        const m = /^\{(\d+)(,(\d*))?\}/.exec(pattern.slice(i));
+        if (m) {
+          const max = m[2] === undefined ? Number(m[1]) : m[3] === '' ? Infinity : Number(m[3]);
+          if (Number(m[1]) > MAX_PATTERN_REPEAT || (max !== Infinity && max > MAX_PATTERN_REPEAT)) return `repetition bound above ${MAX_PATTERN_REPEAT} at ${i}`;
+          repeats = max > 1;
+          end = i + m[0].length - 1;
+        }
+      }
+      if (repeats && lastGroupRisky === true) return `a repeated group holds a quantifier or an alternation (before ${i})`;
+      if (groups.length > 0) groups[groups.length - 1]!.risky = true;
+      i = end;
+      if (pattern[i + 1] === '?') i++; // lazy
+    }
+    lastGroupRisky = closed;
+    if (closed === true && groups.length > 0) groups[groups.length - 1]!.risky = true;
+  }
+  return undefined;
+}
+
+function invalid(path: readonly PropertyKey[], what: string, source: string): InvalidConfig {
+  const at = path.length > 0 ? path.map(String).join('.') : '(top level)';
+  return new InvalidConfig(ERR_POLICY_INVALID, `${source}: ${at}: ${what}`, { fields: { path: at, file: source } });
+}
+
+/**
+ * Parses and validates a policy file (YAML, of which JSON is a subset). Throws InvalidConfig naming `source` (the
+ * file) and the key. Size, nesting depth and aliases are bounded before and while parsing.
+ */
+export function parsePolicyFile(text: string, source = 'policy file'): MeasuredBootPolicy[] {
+  const bad = (path: readonly PropertyKey[], what: string) => invalid(path, what, source);
+  if (Buffer.byteLength(text, 'utf8') > MAX_POLICY_FILE_BYTES) throw bad([], `larger than ${MAX_POLICY_FILE_BYTES} bytes`);
+  if (textDepth(text) > MAX_POLICY_DEPTH) throw bad([], `nested deeper than ${MAX_POLICY_DEPTH} levels`);
   let document: unknown;
   try {
-    document = parseYaml(text, { uniqueKeys: true, maxAliasCount: 100 });
+    // A policy file has no use for aliases; refusing them all rules out alias expansion ("billion laughs").
+    document = parseYaml(text, { uniqueKeys: true, maxAliasCount: 0 });
   } catch (err) {
-    throw new InvalidConfig(ERR_POLICY_INVALID, `policy file: not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`, {
+    throw new InvalidConfig(ERR_POLICY_INVALID, `${source}: not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`, {
       cause: err,
+      fields: { file: source },
     });
   }
+  if (valueDepth(document, MAX_POLICY_DEPTH + 1) > MAX_POLICY_DEPTH) throw bad([], `nested deeper than ${MAX_POLICY_DEPTH} levels`);
   const parsed = policyFileSchema.safeParse(document);
   if (!parsed.success) {
     // An unknown key explains a missing one (`policy:` for `policies:`), so it is reported first.
@@ -90,22 +190,27 @@ export function parsePolicyFile(text: string): MeasuredBootPolicy[] {
       const key = issue.keys[0]!;
       const known = issue.path.length === 0 ? Object.keys(policyFileSchema.shape) : Object.keys(policySchema.shape);
       const near = nearestKey(key, known);
-      throw invalid([...issue.path, key], `unknown key "${key}"${near ? ` (did you mean "${near}"?)` : ''}`);
+      throw bad([...issue.path, key], `unknown key "${key}"${near ? ` (did you mean "${near}"?)` : ''}`);
     }
-    throw invalid(issue.path, issue.message.replace(/^Invalid input: /, ''));
+    throw bad(issue.path, issue.message.replace(/^Invalid input: /, ''));
   }
 
   const names = new Set<string>();
   return parsed.data.policies.map((raw, i) => {
-    if (names.has(raw.name)) throw invalid(['policies', i, 'name'], `duplicate policy name "${raw.name}"`);
+    if (names.has(raw.name)) throw bad(['policies', i, 'name'], `duplicate policy name "${raw.name}"`);
     names.add(raw.name);
-    return toPolicy(raw, ['policies', i]);
+    const policy = toPolicy(raw, ['policies', i], bad);
+    const hasRule =
+      policy.pcrs.size > 0 || policy.secureBoot || policy.bootApplications || policy.kernels || policy.kernelCmdline || policy.bootLoader;
+    // A policy without rules would admit every node as policy:<name>.
+    if (!hasRule) throw bad(['policies', i], `policy "${raw.name}" has no rules`);
+    return policy;
   });
 }
 
 type RawPolicy = z.infer<typeof policySchema>;
 
-function toPolicy(raw: RawPolicy, at: (string | number)[]): MeasuredBootPolicy {
+function toPolicy(raw: RawPolicy, at: (string | number)[], invalid: (path: readonly PropertyKey[], what: string) => InvalidConfig): MeasuredBootPolicy {
   const pcrs = new Map<string, Map<number, string>>();
   for (const [bank, values] of Object.entries(raw.pcrs ?? {})) {
     const alg = HashAlg.ALL.find((a) => a.name === bank);
@@ -122,6 +227,8 @@ function toPolicy(raw: RawPolicy, at: (string | number)[]): MeasuredBootPolicy {
     pcrs.set(bank, bankValues);
   }
   const kernelCmdline = raw.kernel_cmdline?.map((pattern, i) => {
+    const unsafe = unsafePatternReason(pattern);
+    if (unsafe !== undefined) throw invalid([...at, 'kernel_cmdline', i], `pattern could take unbounded time to match: ${unsafe}`);
     try {
       return new RegExp(pattern, 'u');
     } catch (err) {

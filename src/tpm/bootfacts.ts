@@ -2,25 +2,33 @@
  * Boot facts for policy, derived ONLY from `VerifiedEvents` (events on PCRs whose replay matched a quoted value).
  *
  * Event types are not covered by the digests, and event data is covered only where the PFP (or the loader) says the
- * digest is the hash of the data. So each fact below states what covers it:
- * - Secure Boot (secureboot.ts): PCR 7 variable data, checked digest == H(data).
- * - EFI boot applications: PCR 4 EV_EFI_BOOT_SERVICES_APPLICATION. The digest IS the fact (the image's Authenticode
- *   hash, TCG PC Client PFP §10.4.4); the event data (UEFI_IMAGE_LOAD_EVENT) is not used.
- * - GRUB commands and kernel command line: PCR 8 EV_IPL strings "grub_cmd: …", "kernel_cmdline: …". GRUB digests the
- *   text after the prefix, without (newer GRUB) or with (older GRUB) the trailing NUL; a string is used only when one
- *   of the two matches in every verified bank. Others are listed in `untrustedDataEvents`.
- * - GRUB files / kernel image: PCR 9 EV_IPL. The digest is the file's hash; the file name in the data is a hint.
- * - systemd-stub / systemd-boot command line: PCR 12 (or PCR 8 for older systemd-boot) EV_IPL UTF-16LE text whose
- *   digest is H(data).
+ * digest is the hash of the data. So a fact is derived from EVERY event of the PCRs it depends on, whatever its
+ * logged type, and holds only when each of those events reads as something we interpret (else it is unknown, and a
+ * rule on it fails). Each PCR must also be accounted for by the log and carry nothing measured after
+ * ExitBootServices() (pcr-integrity.ts). The facts and what covers them (TCG PC Client PFP v1.05):
+ * - Secure Boot (secureboot.ts): PCR 7.
+ * - EFI boot applications: PCR 4 (§3.3.4.5). An event there is an EV_EFI_ACTION or EV_SEPARATOR only if its digest
+ *   covers one of the PFP's PCR 4 strings or the 4-byte separator value (a preimage nobody can choose); every other
+ *   PCR 4 event, whatever its type says, is a loaded image whose digest (its Authenticode hash, §10.4.4) is the fact.
+ *   "BOOT ATTEMPTS OMITTED" (EV_OMIT_BOOT_DEVICE_EVENTS) makes the list unknown.
+ * - Kernel command lines and GRUB commands: PCR 8 (and PCR 12 for systemd-stub). Every PCR 8 event must be an EV_IPL
+ *   GRUB string ("grub_cmd: …", "kernel_cmdline: …"; GRUB digests the text after the prefix, with or without the
+ *   trailing NUL) or systemd-boot's UTF-16LE command line (digest = H(data)); every PCR 12 event the latter. Anything
+ *   else (another type, a digest that does not cover the text) makes the command lines unknown: it may be the real
+ *   command line, relabelled.
+ * - Boot-loader files: PCR 9. Every event must be an EV_IPL (GRUB: a file it read) or EV_EVENT_TAG (the Linux EFI stub:
+ *   the initrd). The digest is the file's hash; the file name in the data is a hint, never used for a decision, so a
+ *   `kernels` rule checks every PCR 9 file.
  * - Separators: EV_SEPARATOR on PCRs 0–7, digest == H(data); data 0x00000000 is normal, anything else is an error
- *   separator (TCG PC Client PFP §10.4.4 / §3.3.2.2).
+ *   separator (§10.4.4 / §3.3.2.2).
  *
  * @module
  */
 import { toHex } from './bytes.js';
-import { EventType } from './eventlog-types.js';
+import { EventType, eventTypeName } from './eventlog-types.js';
+import { coveredAscii, digestCoversData, pcrProblems, problemsOf } from './pcr-integrity.js';
 import type { AppliedQuirk, VerifiedEvent, VerifiedEvents } from './replay.js';
-import { deriveSecureBootFacts, digestCoversData, type SecureBootFacts } from './secureboot.js';
+import { deriveSecureBootFacts, type SecureBootFacts } from './secureboot.js';
 
 export const PCR_BOOT_MANAGER_CODE = 4;
 export const PCR_GRUB_COMMANDS = 8;
@@ -31,6 +39,19 @@ export const PCR_SYSTEMD_STUB_CMDLINE = 12;
 const GRUB_COMMAND_PREFIXES = ['grub_cmd: ', 'kernel_cmdline: ', 'module_cmdline: ', 'grub_kernel_cmdline ', 'grub_cmd '] as const;
 const GRUB_KERNEL_CMDLINE_PREFIXES = ['kernel_cmdline: ', 'grub_kernel_cmdline '] as const;
 const GRUB_LINUX_COMMAND_PREFIXES = ['grub_cmd: linux ', 'grub_cmd linux ', 'grub_cmd: linuxefi ', 'grub_cmd linuxefi '] as const;
+/** PFP §10.4.4: the EV_EFI_ACTION strings of PCR 4 (boot attempts). */
+const PCR4_ACTIONS: ReadonlySet<string> = new Set([
+  'Calling EFI Application from Boot Option',
+  'Returning from EFI Application from Boot Option',
+]);
+/** PFP §10.4.1, EV_OMIT_BOOT_DEVICE_EVENTS: the platform stopped measuring boot attempts into PCR 4. */
+const BOOT_ATTEMPTS_OMITTED = 'BOOT ATTEMPTS OMITTED';
+
+/** A fact that holds, or the reason it is unknown (a rule on an unknown fact fails). */
+export type Fact<T> = { readonly known: true; readonly value: T } | { readonly known: false; readonly reason: string };
+
+const known = <T>(value: T): Fact<T> => ({ known: true, value });
+const unknown = <T>(reason: string): Fact<T> => ({ known: false, reason });
 
 /** Digests per verified bank, hex. */
 export type HexDigests = ReadonlyMap<string, string>;
@@ -56,7 +77,7 @@ export interface KernelCommandLine {
 export interface GrubFile {
   readonly sequence: number;
   readonly digests: HexDigests;
-  /** File name from the event data: a hint, not covered by the digest. */
+  /** File name from the event data: a hint, not covered by the digest (display only). */
   readonly filenameHint: string;
 }
 
@@ -79,15 +100,15 @@ declare const bootFactsBrand: unique symbol;
 export interface BootFacts {
   readonly [bootFactsBrand]: true;
   readonly secureBoot: SecureBootFacts;
-  readonly efiBootApplications: readonly EfiBootApplication[];
-  readonly kernelCommandLines: readonly KernelCommandLine[];
-  /** PCR 9 digests of the kernel image(s) GRUB loaded, matched by the (hint) file name to the kernel command line. */
-  readonly kernelImages: readonly GrubFile[];
+  /** Every image measured into PCR 4, whatever its logged type. */
+  readonly efiBootApplications: Fact<readonly EfiBootApplication[]>;
+  /** Every kernel command line of PCRs 8 and 12 (those quoted). */
+  readonly kernelCommandLines: Fact<readonly KernelCommandLine[]>;
+  /** Every file measured into PCR 9 (kernel, initrd, GRUB's configuration and modules): what `kernels` checks. */
+  readonly bootLoaderFiles: Fact<readonly GrubFile[]>;
   /** Undefined when the log has no verified GRUB measurement ("no GRUB measurements found"). */
   readonly grub: GrubFacts | undefined;
   readonly separators: readonly Separator[];
-  /** Sequences of PCR 8/12 string events whose digest did not match their data (their text is not used). */
-  readonly untrustedDataEvents: readonly number[];
   readonly appliedQuirks: readonly AppliedQuirk[];
 }
 
@@ -116,9 +137,6 @@ function startsWith(data: Uint8Array, prefix: string): boolean {
   return true;
 }
 
-/** "(hd0,gpt2)/boot/vmlinuz" and "/boot/vmlinuz" name the same file for matching purposes. */
-const withoutGrubDevice = (path: string): string => path.replace(/^\([^)]*\)/, '');
-
 const stripTrailingNuls = (s: string): string => s.replace(/\0+$/, '');
 
 /** GRUB PCR 8 string: covered when digest == H(after prefix, minus trailing NUL) or H(after prefix). */
@@ -137,89 +155,135 @@ function utf16le(data: Uint8Array): string | undefined {
   }
 }
 
-/** Derives every boot fact from verified events. */
-export function deriveBootFacts(verified: VerifiedEvents): BootFacts {
-  const efiBootApplications: EfiBootApplication[] = [];
-  const kernelCommandLines: KernelCommandLine[] = [];
+function bootApplicationsOf(verified: VerifiedEvents, problems: ReadonlyMap<number, readonly string[]>): Fact<readonly EfiBootApplication[]> {
+  const blocked = problemsOf(problems, [PCR_BOOT_MANAGER_CODE]);
+  if (blocked !== undefined) return unknown(blocked);
+  const apps: EfiBootApplication[] = [];
+  for (const event of verified.onPcr(PCR_BOOT_MANAGER_CODE)) {
+    const text = coveredAscii(event);
+    if (text === BOOT_ATTEMPTS_OMITTED) return unknown(`event ${event.sequence}: the platform omitted boot attempts from PCR 4`);
+    if (text !== undefined && PCR4_ACTIONS.has(text)) continue;
+    if (text !== undefined && event.data.length === 4 && event.data.every((b) => b === 0)) continue; // separator
+    // Anything else was loaded and run, whatever the log calls it.
+    apps.push({ sequence: event.sequence, digests: hexDigests(event) });
+  }
+  return known(apps);
+}
+
+interface CommandLineScan {
+  readonly lines: KernelCommandLine[];
+  readonly linuxCommands: KernelCommandLine[];
+  readonly grubCommands: string[];
+  /** Why the command lines cannot be known, or undefined. */
+  readonly problem: string | undefined;
+}
+
+function scanGrubCommands(verified: VerifiedEvents): CommandLineScan {
+  const lines: KernelCommandLine[] = [];
   const linuxCommands: KernelCommandLine[] = [];
   const grubCommands: string[] = [];
-  const grubFiles: GrubFile[] = [];
-  const separators: Separator[] = [];
-  const untrustedDataEvents: number[] = [];
-
-  for (const event of verified.events) {
-    const { pcrIndex, type, sequence } = event;
-    if (type === EventType.EV_SEPARATOR && pcrIndex <= 7) {
-      if (!digestCoversData(event)) untrustedDataEvents.push(sequence);
-      else separators.push({ pcrIndex, sequence, error: !event.data.every((b) => b === 0) });
+  const problems: string[] = [];
+  for (const event of verified.onPcr(PCR_GRUB_COMMANDS)) {
+    const { pcrIndex, sequence } = event;
+    const at = `event ${sequence} (${eventTypeName(event.type)}) on PCR ${pcrIndex}`;
+    if (event.type !== EventType.EV_IPL) {
+      problems.push(`${at} is not a boot-loader measurement we interpret`);
       continue;
     }
-    if (pcrIndex === PCR_BOOT_MANAGER_CODE && type === EventType.EV_EFI_BOOT_SERVICES_APPLICATION) {
-      efiBootApplications.push({ sequence, digests: hexDigests(event) });
-      continue;
-    }
-    if (type !== EventType.EV_IPL) continue;
-
-    if (pcrIndex === PCR_GRUB_FILES) {
-      grubFiles.push({ sequence, digests: hexDigests(event), filenameHint: stripTrailingNuls(text(event.data)) });
-      continue;
-    }
-    if (pcrIndex === PCR_GRUB_COMMANDS) {
-      const prefix = GRUB_COMMAND_PREFIXES.find((p) => startsWith(event.data, p));
-      if (prefix !== undefined) {
-        if (!grubStringCovered(event, prefix.length)) {
-          untrustedDataEvents.push(sequence);
-          continue;
-        }
-        const logged = text(event.data);
-        grubCommands.push(stripTrailingNuls(logged));
-        const cmdlinePrefix = GRUB_KERNEL_CMDLINE_PREFIXES.find((p) => logged.startsWith(p));
-        if (cmdlinePrefix !== undefined) {
-          const rest = logged.slice(cmdlinePrefix.length);
-          kernelCommandLines.push({ source: 'grub', pcrIndex, sequence, logged: rest, cmdline: stripTrailingNuls(rest) });
-        }
-        const linuxPrefix = GRUB_LINUX_COMMAND_PREFIXES.find((p) => logged.startsWith(p));
-        if (linuxPrefix !== undefined) {
-          const rest = logged.slice(linuxPrefix.length);
-          linuxCommands.push({ source: 'grub-linux-command', pcrIndex, sequence, logged: rest, cmdline: stripTrailingNuls(rest) });
-        }
-        continue;
+    const prefix = GRUB_COMMAND_PREFIXES.find((p) => startsWith(event.data, p));
+    if (prefix !== undefined && grubStringCovered(event, prefix.length)) {
+      const logged = text(event.data);
+      grubCommands.push(stripTrailingNuls(logged));
+      const cmdlinePrefix = GRUB_KERNEL_CMDLINE_PREFIXES.find((p) => logged.startsWith(p));
+      if (cmdlinePrefix !== undefined) {
+        const rest = logged.slice(cmdlinePrefix.length);
+        lines.push({ source: 'grub', pcrIndex, sequence, logged: rest, cmdline: stripTrailingNuls(rest) });
       }
-    }
-    if (pcrIndex === PCR_SYSTEMD_STUB_CMDLINE || pcrIndex === PCR_GRUB_COMMANDS) {
-      // systemd-stub (PCR 12) and older systemd-boot (PCR 8) measure the UTF-16LE command line; digest = H(data).
-      const decoded = utf16le(event.data);
-      if (decoded === undefined || !digestCoversData(event)) {
-        untrustedDataEvents.push(sequence);
-        continue;
+      const linuxPrefix = GRUB_LINUX_COMMAND_PREFIXES.find((p) => logged.startsWith(p));
+      if (linuxPrefix !== undefined) {
+        const rest = logged.slice(linuxPrefix.length);
+        linuxCommands.push({ source: 'grub-linux-command', pcrIndex, sequence, logged: rest, cmdline: stripTrailingNuls(rest) });
       }
-      kernelCommandLines.push({
-        source: pcrIndex === PCR_SYSTEMD_STUB_CMDLINE ? 'systemd-stub' : 'systemd-boot',
-        pcrIndex,
-        sequence,
-        logged: decoded,
-        cmdline: stripTrailingNuls(decoded),
-      });
+      continue;
+    }
+    // Older systemd-boot measures the UTF-16LE command line into PCR 8; digest = H(data).
+    const decoded = prefix === undefined ? utf16le(event.data) : undefined;
+    if (decoded !== undefined && digestCoversData(event)) {
+      lines.push({ source: 'systemd-boot', pcrIndex, sequence, logged: decoded, cmdline: stripTrailingNuls(decoded) });
+      continue;
+    }
+    problems.push(`${at}: its digest does not cover its text`);
+  }
+  return { lines, linuxCommands, grubCommands, problem: problems.length > 0 ? problems.join('; ') : undefined };
+}
+
+function scanSystemdStub(verified: VerifiedEvents): { lines: KernelCommandLine[]; problem: string | undefined } {
+  const lines: KernelCommandLine[] = [];
+  const problems: string[] = [];
+  for (const event of verified.onPcr(PCR_SYSTEMD_STUB_CMDLINE)) {
+    const decoded = event.type === EventType.EV_IPL ? utf16le(event.data) : undefined;
+    if (decoded !== undefined && digestCoversData(event)) {
+      const { pcrIndex, sequence } = event;
+      lines.push({ source: 'systemd-stub', pcrIndex, sequence, logged: decoded, cmdline: stripTrailingNuls(decoded) });
+    } else {
+      problems.push(`event ${event.sequence} (${eventTypeName(event.type)}) on PCR 12 is not a command line whose digest covers it`);
     }
   }
+  return { lines, problem: problems.length > 0 ? problems.join('; ') : undefined };
+}
 
+function bootLoaderFilesOf(verified: VerifiedEvents, problems: ReadonlyMap<number, readonly string[]>): { fact: Fact<readonly GrubFile[]>; grubFiles: GrubFile[] } {
+  const files: GrubFile[] = [];
+  const grubFiles: GrubFile[] = [];
+  const wrongTypes: string[] = [];
+  for (const event of verified.onPcr(PCR_GRUB_FILES)) {
+    const file = { sequence: event.sequence, digests: hexDigests(event), filenameHint: stripTrailingNuls(text(event.data)) };
+    if (event.type === EventType.EV_IPL) grubFiles.push(file);
+    else if (event.type !== EventType.EV_EVENT_TAG) {
+      wrongTypes.push(`event ${event.sequence} (${eventTypeName(event.type)}) on PCR 9 is not a file measurement we interpret`);
+    }
+    files.push(file);
+  }
+  const blocked = problemsOf(problems, [PCR_GRUB_FILES]) ?? (wrongTypes.length > 0 ? wrongTypes.join('; ') : undefined);
+  return { fact: blocked === undefined ? known(files) : unknown(blocked), grubFiles };
+}
+
+/** Derives every boot fact from verified events. */
+export function deriveBootFacts(verified: VerifiedEvents): BootFacts {
+  const problems = pcrProblems(verified, [PCR_BOOT_MANAGER_CODE, PCR_GRUB_COMMANDS, PCR_GRUB_FILES, PCR_SYSTEMD_STUB_CMDLINE]);
+  const separators: Separator[] = [];
+  for (const event of verified.events) {
+    if (event.type !== EventType.EV_SEPARATOR || event.pcrIndex > 7 || !digestCoversData(event)) continue;
+    separators.push({ pcrIndex: event.pcrIndex, sequence: event.sequence, error: !event.data.every((b) => b === 0) });
+  }
+
+  const grub = scanGrubCommands(verified);
+  const stub = scanSystemdStub(verified);
   // "grub_cmd: linux …" only stands in for the command line when GRUB did not log "kernel_cmdline: ".
-  if (!kernelCommandLines.some((c) => c.source === 'grub')) kernelCommandLines.push(...linuxCommands);
+  const grubLines = grub.lines.some((c) => c.source === 'grub') ? grub.lines : [...grub.lines, ...grub.linuxCommands];
+  const quoted = (pcr: number) => [...verified.quotedPcrs.values()].some((bank) => bank.has(pcr));
+  const sources = [PCR_GRUB_COMMANDS, PCR_SYSTEMD_STUB_CMDLINE].filter(quoted);
+  const cmdlineProblem =
+    sources.length === 0
+      ? 'neither PCR 8 nor PCR 12 is quoted'
+      : (problemsOf(problems, sources) ??
+        [sources.includes(PCR_GRUB_COMMANDS) ? grub.problem : undefined, sources.includes(PCR_SYSTEMD_STUB_CMDLINE) ? stub.problem : undefined]
+          .filter((p) => p !== undefined)
+          .join('; '));
+  const kernelCommandLines: Fact<readonly KernelCommandLine[]> = cmdlineProblem
+    ? unknown(cmdlineProblem)
+    : known([...grubLines, ...stub.lines].sort((a, b) => a.sequence - b.sequence));
 
-  const kernelPaths = new Set(
-    kernelCommandLines.filter((c) => c.source.startsWith('grub')).map((c) => withoutGrubDevice(c.cmdline.split(' ')[0] ?? '')),
-  );
-  const kernelImages = grubFiles.filter((f) => kernelPaths.has(withoutGrubDevice(f.filenameHint)));
-  const grub = grubCommands.length > 0 || grubFiles.length > 0 ? { commands: grubCommands, files: grubFiles } : undefined;
+  const files = bootLoaderFilesOf(verified, problems);
+  const grubFacts = grub.grubCommands.length > 0 || files.grubFiles.length > 0 ? { commands: grub.grubCommands, files: files.grubFiles } : undefined;
 
   return {
     secureBoot: deriveSecureBootFacts(verified),
-    efiBootApplications,
+    efiBootApplications: bootApplicationsOf(verified, problems),
     kernelCommandLines,
-    kernelImages,
-    grub,
+    bootLoaderFiles: files.fact,
+    grub: grubFacts,
     separators,
-    untrustedDataEvents,
     appliedQuirks: verified.appliedQuirks,
   } as unknown as BootFacts;
 }

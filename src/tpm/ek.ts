@@ -257,7 +257,12 @@ export function gceInstanceInfo(cert: X509Certificate): GceInstanceInfo | undefi
   const f = derChildren(seq.value);
   const utf8 = (i: number): string => {
     if (f[i]?.tag !== 0x0c) throw malformed('GCE instance info: expected UTF8String');
-    return new TextDecoder('utf-8', { fatal: true }).decode(f[i]!.value);
+    try {
+      return new TextDecoder('utf-8', { fatal: true }).decode(f[i]!.value);
+    } catch (cause) {
+      // TextDecoder throws a bare TypeError; callers get our typed error.
+      throw malformed(`GCE instance info: field ${i} is not valid UTF-8`, cause);
+    }
   };
   const int = (i: number): bigint => {
     if (f[i]?.tag !== 0x02 || f[i]!.value.length === 0) throw malformed('GCE instance info: expected INTEGER');

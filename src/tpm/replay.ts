@@ -9,7 +9,10 @@
  * - event types or event data: the TPM extends only digests. Consumers (secureboot.ts, bootfacts.ts) must check that a
  *   digest equals the hash of the data before trusting data;
  * - PCRs the log does not extend (e.g. PCR 10 for IMA, 17–22 for DRTM) or banks this project cannot hash: those quoted
- *   values are kept (`quotedPcrs`) but no event is verified through them;
+ *   values are kept (`quotedPcrs`) but no event is verified through them. Exception: PCRs 0–9 are written only through
+ *   the firmware log (firmware 0–7, boot loader 8–9), so a quoted PCR 0–9 that is not at its reset value must be
+ *   replayed by the log, in every bank the log carries, or the replay fails. Other quoted PCRs the log leaves
+ *   unexplained are listed in `unexplainedPcrs`, so facts that depend on them are unknown;
  * - digests in banks that were not quoted: a verified event only exposes the digests of banks that replayed.
  *
  * A strict replay comes first; the named quirks of eventlog-quirks.ts are tried only after it failed, on a copy, and
@@ -25,6 +28,12 @@ import { EVENT_LOG_QUIRKS, type EventLogQuirk, type ReplayEvent } from './eventl
 import { EventType } from './eventlog-types.js';
 
 export const ERR_EVENTLOG_REPLAY = 'ERR_EVENTLOG_REPLAY';
+/**
+ * PCRs that only the firmware event log writes (TCG PC Client PFP §3.3.4: 0–7 firmware; 8–9 the boot loader's,
+ * which GRUB and systemd-boot extend through EFI_TCG2_PROTOCOL and so log there). A quoted value of one of these that
+ * the log does not replay means events were hidden from the log.
+ */
+export const PCRS_ONLY_THE_FIRMWARE_LOG_WRITES: ReadonlySet<number> = new Set([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
 /** PCR values per bank (`sha256`, ...) and PCR index. */
 export type PcrBankValues = ReadonlyMap<string, ReadonlyMap<number, Uint8Array>>;
@@ -100,6 +109,16 @@ export class VerifiedEvents {
   readonly replayedPcrs: PcrBankValues;
   /** Quirks needed to make the replay match (empty when the strict replay matched). */
   readonly appliedQuirks: readonly AppliedQuirk[];
+  /**
+   * Quoted PCRs (outside PCRS_ONLY_THE_FIRMWARE_LOG_WRITES) that are not at their reset value but that the log does not
+   * extend in a bank it carries: something the log does not show changed them, so no fact may rest on them.
+   */
+  readonly unexplainedPcrs: ReadonlySet<number>;
+  /**
+   * Quoted PCRs the log fully accounts for in at least one bank it carries: replayed to the quoted value, or never
+   * extended and quoted at the reset value. A fact may rest only on these.
+   */
+  readonly explainedPcrs: ReadonlySet<number>;
 
   /** @internal */
   constructor(
@@ -110,6 +129,8 @@ export class VerifiedEvents {
       quotedPcrs: PcrBankValues;
       replayedPcrs: PcrBankValues;
       appliedQuirks: readonly AppliedQuirk[];
+      unexplainedPcrs: ReadonlySet<number>;
+      explainedPcrs: ReadonlySet<number>;
     },
   ) {
     if (token !== VERIFIED_EVENTS_TOKEN) throw new TypeError('VerifiedEvents can only be created by replayEventLog');
@@ -118,6 +139,8 @@ export class VerifiedEvents {
     this.quotedPcrs = init.quotedPcrs;
     this.replayedPcrs = init.replayedPcrs;
     this.appliedQuirks = Object.freeze([...init.appliedQuirks]);
+    this.unexplainedPcrs = new Set(init.unexplainedPcrs);
+    this.explainedPcrs = new Set(init.explainedPcrs);
     Object.freeze(this);
   }
 
@@ -149,6 +172,15 @@ function initialPcrValue(alg: HashAlg, index: number, startupLocality: number | 
   const value = alg.zero();
   if (index === 0 && (startupLocality === 3 || startupLocality === 4)) value[value.length - 1] = startupLocality;
   return value;
+}
+
+/**
+ * Value of a PCR at TPM reset (TPM 2.0 Part 1 §17.5; PC Client PTP: PCRs 17–22 reset to all ones, the rest to zero).
+ * PCR 0 may also start at 0…03 or 0…04 (see initialPcrValue), which only a log can say.
+ */
+function isResetValue(index: number, value: Uint8Array): boolean {
+  const fill = index >= 17 && index <= 22 ? 0xff : 0x00;
+  return value.every((b) => b === fill);
 }
 
 /** Replays events per bank; only PCRs that at least one event extends (in that bank) get a value. */
@@ -197,26 +229,47 @@ interface Comparison {
   readonly mismatches: PcrMismatch[];
   /** Per bank, the PCR indices whose replay matched. */
   readonly matched: Map<string, Map<number, Uint8Array>>;
+  /** Quoted PCRs outside PCRS_ONLY_THE_FIRMWARE_LOG_WRITES that the log leaves at odds with their reset value. */
+  readonly unexplained: Set<number>;
+  /** Quoted PCRs replayed, or quoted at reset with no event, in some bank the log carries. */
+  readonly explained: Set<number>;
 }
 
-function compare(replayed: PcrBankValues, quoted: PcrBankValues): Comparison {
+function compare(replayed: PcrBankValues, quoted: PcrBankValues, logBanks: readonly string[]): Comparison {
   const mismatches: PcrMismatch[] = [];
   const matched = new Map<string, Map<number, Uint8Array>>();
+  const unexplained = new Set<number>();
+  const explained = new Set<number>();
   for (const [bank, quotedValues] of quoted) {
+    // A bank the log does not carry (or cannot be hashed here) explains nothing and is not compared.
+    if (!logBanks.includes(bank) || !HashAlg.ALL.some((a) => a.name === bank)) continue;
     const replayedBank = replayed.get(bank);
-    if (!replayedBank) continue;
     for (const [index, value] of [...quotedValues].sort(([a], [b]) => a - b)) {
-      const replayedValue = replayedBank.get(index);
-      if (replayedValue === undefined) continue; // the log does not extend this PCR: nothing to verify through it
+      const replayedValue = replayedBank?.get(index);
+      if (replayedValue === undefined) {
+        if (isResetValue(index, value)) {
+          explained.add(index); // never extended, and the log agrees
+          continue;
+        }
+        // Extended, yet the log shows no event for it: the log hides what was measured there.
+        if (PCRS_ONLY_THE_FIRMWARE_LOG_WRITES.has(index)) {
+          mismatches.push({ bank, index, quoted: toHex(value), replayed: `${toHex(new Uint8Array(value.length))} (no events)` });
+        } else {
+          unexplained.add(index);
+        }
+        continue;
+      }
       if (bytesEqual(replayedValue, value)) {
         if (!matched.has(bank)) matched.set(bank, new Map());
         matched.get(bank)!.set(index, value);
+        explained.add(index);
       } else {
         mismatches.push({ bank, index, quoted: toHex(value), replayed: toHex(replayedValue) });
       }
     }
   }
-  return { mismatches, matched };
+  for (const index of unexplained) explained.delete(index);
+  return { mismatches, matched, unexplained, explained };
 }
 
 function verifiedEventsOf(events: readonly ReplayEvent[], matched: Map<string, Map<number, Uint8Array>>): VerifiedEvent[] {
@@ -252,7 +305,7 @@ export interface ReplayOptions {
  */
 export function replayEventLog(log: UnverifiedEventLog, quoted: QuotedPcrValues, options: ReplayOptions = {}): VerifiedEvents {
   const quotedPcrs = copyQuoted(quoted, log.banks);
-  const strict = compare(replayEvents(log.untrustedEvents, log.banks, log.startupLocality), quotedPcrs);
+  const strict = compare(replayEvents(log.untrustedEvents, log.banks, log.startupLocality), quotedPcrs, log.banks);
   const finish = (events: readonly ReplayEvent[], result: Comparison, appliedQuirks: AppliedQuirk[]): VerifiedEvents =>
     new VerifiedEvents(VERIFIED_EVENTS_TOKEN, {
       events: verifiedEventsOf(events, result.matched),
@@ -260,6 +313,8 @@ export function replayEventLog(log: UnverifiedEventLog, quoted: QuotedPcrValues,
       quotedPcrs,
       replayedPcrs: result.matched,
       appliedQuirks,
+      unexplainedPcrs: result.unexplained,
+      explainedPcrs: result.explained,
     });
   if (strict.mismatches.length === 0) return finish(log.untrustedEvents, strict, []);
 
@@ -268,7 +323,7 @@ export function replayEventLog(log: UnverifiedEventLog, quoted: QuotedPcrValues,
     if (!failingPcrs.has(quirk.pcrIndex)) continue;
     const events = quirk.apply([...log.untrustedEvents], log.banks);
     if (!events) continue;
-    const retried = compare(replayEvents(events, log.banks, log.startupLocality), quotedPcrs);
+    const retried = compare(replayEvents(events, log.banks, log.startupLocality), quotedPcrs, log.banks);
     if (retried.mismatches.length === 0) {
       return finish(events, retried, [{ id: quirk.id, pcrIndex: quirk.pcrIndex, description: quirk.description }]);
     }

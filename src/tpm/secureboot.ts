@@ -1,26 +1,33 @@
 /**
  * Secure Boot state from the PCR 7 events of a replayed log.
  *
- * Input is `VerifiedEvents` only. Properties enforced, in order (any failure gives `unknown`, which callers and
- * policy treat as NOT enabled, i.e. fail closed):
- * 1. PCR 7 has at least one verified event.
- * 2. Every verified PCR 7 event has an allowed type: EV_EFI_VARIABLE_DRIVER_CONFIG, EV_SEPARATOR,
- *    EV_EFI_VARIABLE_AUTHORITY, EV_EFI_ACTION, EV_EFI_SPDM_DEVICE_POLICY, EV_EFI_SPDM_DEVICE_AUTHORITY. Any other type
- *    (types are not covered by digests) makes the state unknown.
- * 3. At most one EV_SEPARATOR, and configuration variables (EV_EFI_VARIABLE_DRIVER_CONFIG) only before it.
- * 4. The SecureBoot variable (EFI_GLOBAL_VARIABLE) is measured exactly once, and its digest equals the hash of its
- *    UEFI_VARIABLE_DATA in every verified bank (TCG PC Client PFP §10.4.4: EV_EFI_VARIABLE_DRIVER_CONFIG digests
- *    the whole UEFI_VARIABLE_DATA), so its value is covered by the quote. Enabled iff the value is the single byte 1.
- * 5. No "UEFI Debug Mode" EV_EFI_ACTION in PCR 7 (a platform in debug mode does not enforce Secure Boot).
+ * Input is `VerifiedEvents` only. Event types are not covered by any digest, so the state is a fact only if every
+ * PCR 7 event reads as what the TCG PC Client PFP allows there, in the order it allows. Any failure gives `unknown`,
+ * which callers and policy treat as NOT enabled (fail closed). The rules, with their PFP (v1.05) references:
+ * 1. PCR 7 is quoted and the log accounts for it, and no PCR 7 event follows ExitBootServices() (pcr-integrity.ts).
+ * 2. Exactly one EV_SEPARATOR, whose digest covers 00000000 (§10.4.4 EV_SEPARATOR; FFFFFFFF is the error separator:
+ *    the firmware failed, state unknown). Without it the configuration part never ended (§3.3.4.8: the separator
+ *    closes the Secure Boot configuration).
+ * 3. Before the separator, only events whose digest covers their data (§10.4.4, "the digest is the hash of the event
+ *    data" for each of these): EV_EFI_VARIABLE_DRIVER_CONFIG and EV_EFI_VARIABLE_AUTHORITY holding a
+ *    UEFI_VARIABLE_DATA that parses, EV_EFI_ACTION with a string the PFP defines for PCR 7 ("UEFI Debug Mode",
+ *    "DMA Protection Disabled"), and EV_EFI_SPDM_DEVICE_POLICY / EV_EFI_SPDM_DEVICE_AUTHORITY. Requiring covered data
+ *    means a relabelled event (say the real SecureBoot=0 measurement logged as an EV_EFI_ACTION) cannot pass.
+ * 4. After the separator, only EV_EFI_VARIABLE_AUTHORITY and EV_EFI_SPDM_DEVICE_AUTHORITY (§3.3.4.8: the authorities
+ *    that verified each boot-time image). No configuration variable after it: a SecureBoot variable measured there
+ *    was extended after the policy was fixed.
+ * 5. Every variable is measured at most once, the SecureBoot variable (EFI_GLOBAL_VARIABLE) exactly once and as one
+ *    byte; enabled iff that byte is 1, and then PK, KEK and db must hold a key or hash and at least one authority
+ *    event whose digest covers its data must show a key in use (else unknown).
+ * 6. "UEFI Debug Mode" measured: disabled (a platform in debug mode does not enforce Secure Boot).
  *
- * PK/KEK/db/dbx contents are reported only when their digest matched their data; EV_EFI_VARIABLE_AUTHORITY events
- * after the separator are listed with `dataVerified` telling whether their data is covered (shim's are often not).
+ * PK/KEK/db/dbx contents are reported from their (covered) data; EV_EFI_VARIABLE_AUTHORITY events after the
+ * separator are listed with `dataVerified` telling whether their data is covered (shim's often are not).
  *
  * @module
  */
 import { X509Certificate, createHash } from 'node:crypto';
 import { MalformedInput } from '../errors.js';
-import { HashAlg } from './alg.js';
 import { BytesReader, toHex } from './bytes.js';
 import {
   EFI_CERT_SHA256_GUID,
@@ -31,7 +38,10 @@ import {
   eventTypeName,
   formatEfiGuid,
 } from './eventlog-types.js';
+import { digestCoversData, pcrProblems, problemsOf } from './pcr-integrity.js';
 import type { VerifiedEvent, VerifiedEvents } from './replay.js';
+
+export { digestCoversData };
 
 export const PCR_SECURE_BOOT_POLICY = 7;
 /** Largest UEFI variable name (in UTF-16 code units) accepted in a UEFI_VARIABLE_DATA. */
@@ -39,15 +49,12 @@ export const MAX_VARIABLE_NAME_CHARS = 1024;
 /** Most EFI_SIGNATURE_DATA entries read from one signature database. */
 export const MAX_SIGNATURES = 4096;
 
-const ALLOWED_PCR7_EVENT_TYPES: ReadonlySet<number> = new Set([
-  EventType.EV_EFI_VARIABLE_DRIVER_CONFIG,
-  EventType.EV_SEPARATOR,
-  EventType.EV_EFI_VARIABLE_AUTHORITY,
-  EventType.EV_EFI_ACTION,
-  EventType.EV_EFI_SPDM_DEVICE_POLICY,
-  EventType.EV_EFI_SPDM_DEVICE_AUTHORITY,
-]);
+/** PFP §10.4.4: the EV_EFI_ACTION strings defined for PCR 7. */
 const UEFI_DEBUG_MODE = 'UEFI Debug Mode';
+const DMA_PROTECTION_DISABLED = 'DMA Protection Disabled';
+const PCR7_ACTIONS: ReadonlySet<string> = new Set([UEFI_DEBUG_MODE, DMA_PROTECTION_DISABLED]);
+/** PFP §3.3.4.8: what may follow the PCR 7 separator. */
+const POST_SEPARATOR_PCR7_TYPES: ReadonlySet<number> = new Set([EventType.EV_EFI_VARIABLE_AUTHORITY, EventType.EV_EFI_SPDM_DEVICE_AUTHORITY]);
 
 /** UEFI_VARIABLE_DATA (TCG PC Client PFP §10.3.3 / UEFI measured-boot variable event). */
 export interface UefiVariableData {
@@ -70,18 +77,6 @@ export function parseUefiVariableData(data: Uint8Array): UefiVariableData {
   let name = '';
   for (let i = 0; i < nameBytes.length; i += 2) name += String.fromCharCode(nameBytes[i]! | (nameBytes[i + 1]! << 8));
   return { variableGuid, name, value };
-}
-
-/** True when, for every verified bank of `event`, its digest equals H(data). */
-export function digestCoversData(event: VerifiedEvent, data: Uint8Array = event.data): boolean {
-  if (event.digests.size === 0) return false;
-  for (const [bank, digest] of event.digests) {
-    const alg = HashAlg.ALL.find((a) => a.name === bank);
-    if (!alg) return false;
-    const expected = alg.digest(data);
-    if (expected.length !== digest.length || !expected.every((b, i) => b === digest[i])) return false;
-  }
-  return true;
 }
 
 export interface SignatureDbCertificate {
@@ -195,6 +190,8 @@ export interface SecureBootFacts {
   readonly postSeparatorAuthorities: readonly SecureBootAuthority[];
   /** A "UEFI Debug Mode" EV_EFI_ACTION was measured into PCR 7. */
   readonly debugMode: boolean;
+  /** A "DMA Protection Disabled" EV_EFI_ACTION was measured into PCR 7 (reported; does not change the state). */
+  readonly dmaProtectionDisabled: boolean;
 }
 
 function asciiOf(data: Uint8Array): string {
@@ -203,67 +200,108 @@ function asciiOf(data: Uint8Array): string {
   return s;
 }
 
-/** Derives the Secure Boot facts from the verified PCR 7 events (see the module doc for the checklist). */
+/** Derives the Secure Boot facts from the verified PCR 7 events (see the module doc for the rules). */
 export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts {
   const events = verified.onPcr(PCR_SECURE_BOOT_POLICY);
   const databases = new Map<string, SignatureDatabase>();
   const postSeparatorAuthorities: SecureBootAuthority[] = [];
   let separatorSeen = false;
   let debugMode = false;
+  let dmaProtectionDisabled = false;
   let secureBootValue: Uint8Array | undefined;
   let secureBootMeasurements = 0;
+  /** Authorities whose data the digest covers: a key really verified an image. */
+  let verifiedAuthorities = 0;
+  const seenVariables = new Set<string>();
   const problems: string[] = [];
 
+  const integrity = problemsOf(pcrProblems(verified, [PCR_SECURE_BOOT_POLICY]), [PCR_SECURE_BOOT_POLICY]);
+  if (integrity !== undefined) problems.push(integrity);
   if (events.length === 0) problems.push('no verified PCR 7 events');
   for (const event of events) {
-    if (!ALLOWED_PCR7_EVENT_TYPES.has(event.type)) {
-      problems.push(`event ${event.sequence}: ${eventTypeName(event.type)} is not allowed in PCR 7`);
+    const at = `event ${event.sequence} (${eventTypeName(event.type)})`;
+    if (separatorSeen) {
+      if (event.type === EventType.EV_SEPARATOR) problems.push(`${at}: second EV_SEPARATOR in PCR 7`);
+      else if (!POST_SEPARATOR_PCR7_TYPES.has(event.type)) problems.push(`${at}: not allowed in PCR 7 after the separator`);
+      else if (event.type === EventType.EV_EFI_VARIABLE_AUTHORITY) {
+        const authority = describeAuthority(event);
+        postSeparatorAuthorities.push(authority);
+        if (authority.dataVerified) verifiedAuthorities++;
+      }
+      continue;
+    }
+    // Before the separator every event must be a covered measurement of what its type says.
+    if (!digestCoversData(event)) {
+      problems.push(`${at}: its digest does not cover its data, so it is not what its type says`);
       continue;
     }
     switch (event.type) {
       case EventType.EV_SEPARATOR:
-        if (separatorSeen) problems.push(`event ${event.sequence}: second EV_SEPARATOR in PCR 7`);
-        separatorSeen = true;
+        if (event.data.length === 4 && event.data.every((b) => b === 0)) separatorSeen = true;
+        else problems.push(`${at}: error separator ${toHex(event.data)} (the firmware reported a failure)`);
         break;
-      case EventType.EV_EFI_ACTION:
-        if (asciiOf(event.data) === UEFI_DEBUG_MODE) debugMode = true;
-        break;
-      case EventType.EV_EFI_VARIABLE_DRIVER_CONFIG: {
-        if (separatorSeen) {
-          problems.push(`event ${event.sequence}: configuration variable measured after the separator`);
-          break;
+      case EventType.EV_EFI_ACTION: {
+        const action = asciiOf(event.data);
+        if (!PCR7_ACTIONS.has(action)) {
+          const shown = /^[\x20-\x7e]{0,64}$/.test(action) ? JSON.stringify(action) : `data ${toHex(event.data.subarray(0, 32))}`;
+          problems.push(`${at}: ${shown} is not an action the PFP defines for PCR 7`);
         }
-        const covered = digestCoversData(event);
+        if (action === UEFI_DEBUG_MODE) debugMode = true;
+        if (action === DMA_PROTECTION_DISABLED) dmaProtectionDisabled = true;
+        break;
+      }
+      case EventType.EV_EFI_VARIABLE_DRIVER_CONFIG: {
         let variable: UefiVariableData;
         try {
           variable = parseUefiVariableData(event.data);
         } catch (err) {
           if (!(err instanceof MalformedInput)) throw err;
-          problems.push(`event ${event.sequence}: UEFI_VARIABLE_DATA does not parse`);
+          problems.push(`${at}: UEFI_VARIABLE_DATA does not parse`);
           break;
         }
+        const key = `${variable.variableGuid}/${variable.name}`;
+        if (seenVariables.has(key)) problems.push(`${at}: ${variable.name} measured twice`);
+        seenVariables.add(key);
         if (variable.name === 'SecureBoot' && variable.variableGuid === EFI_GLOBAL_VARIABLE_GUID) {
           secureBootMeasurements++;
-          if (!covered) problems.push(`event ${event.sequence}: SecureBoot digest does not match its data`);
-          else secureBootValue = variable.value;
+          secureBootValue = variable.value;
         } else if (
           (variable.variableGuid === EFI_GLOBAL_VARIABLE_GUID && (variable.name === 'PK' || variable.name === 'KEK')) ||
           (variable.variableGuid === EFI_IMAGE_SECURITY_DATABASE_GUID && (variable.name === 'db' || variable.name === 'dbx'))
         ) {
-          if (databases.has(variable.name)) problems.push(`event ${event.sequence}: ${variable.name} measured twice`);
-          else databases.set(variable.name, parseSignatureDatabase(variable.name, covered ? variable.value : new Uint8Array(0), covered));
+          if (!databases.has(variable.name)) databases.set(variable.name, parseSignatureDatabase(variable.name, variable.value, true));
         }
         break;
       }
       case EventType.EV_EFI_VARIABLE_AUTHORITY:
-        if (separatorSeen) postSeparatorAuthorities.push(describeAuthority(event));
+        try {
+          parseUefiVariableData(event.data);
+          verifiedAuthorities++;
+        } catch (err) {
+          if (!(err instanceof MalformedInput)) throw err;
+          problems.push(`${at}: UEFI_VARIABLE_DATA does not parse`);
+        }
+        break;
+      case EventType.EV_EFI_SPDM_DEVICE_POLICY:
+      case EventType.EV_EFI_SPDM_DEVICE_AUTHORITY:
         break;
       default:
+        problems.push(`${at}: not allowed in PCR 7`);
         break;
     }
   }
+  if (events.length > 0 && !separatorSeen) problems.push('PCR 7 has no EV_SEPARATOR: the Secure Boot configuration never ended');
   if (secureBootMeasurements > 1) problems.push('SecureBoot variable measured more than once');
   if (secureBootMeasurements === 0 && events.length > 0) problems.push('SecureBoot variable not measured');
+  if (secureBootValue !== undefined && secureBootValue.length > 1) problems.push(`SecureBoot variable is ${secureBootValue.length} bytes, not 1`);
+  if (problems.length === 0 && !debugMode && secureBootValue?.length === 1 && secureBootValue[0] === 1) {
+    // Enabled means keys were in force and used (the checks go-attestation's ParseSecurebootState makes too).
+    const entries = (db: SignatureDatabase | undefined) => (db ? db.certificates.length + db.sha256Hashes.length + db.otherSignatures : 0);
+    for (const name of ['PK', 'KEK', 'db']) {
+      if (entries(databases.get(name)) === 0) problems.push(`Secure Boot is on but ${name} holds no key or hash`);
+    }
+    if (verifiedAuthorities === 0) problems.push('Secure Boot is on but no verified EV_EFI_VARIABLE_AUTHORITY shows a key in use');
+  }
 
   let state: SecureBootStateValue;
   let reason: string;
@@ -291,6 +329,7 @@ export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts
     separatorSeen,
     postSeparatorAuthorities,
     debugMode,
+    dmaProtectionDisabled,
   };
 }
 

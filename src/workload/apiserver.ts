@@ -28,5 +28,6 @@ export function apiServerSource(o: ApiServerOptions): HttpPodSource {
     skipVerification: o.skipVerification,
     timeoutMs: o.timeoutMs,
     maxBodyBytes: o.maxBodyBytes,
+    ...(o.loopbackOwnerUid === undefined ? {} : { loopbackOwnerUid: o.loopbackOwnerUid }),
   });
 }

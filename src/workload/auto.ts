@@ -1,15 +1,18 @@
 /**
  * @module workload/auto
  *
- * `pod_source = "auto"`: at Configure, try the sources in this fixed order and keep the first whose pod list
- * answers (HTTP 200 with a valid PodList):
- *   1. kubelet secure port (only if the token file or a client certificate is present, or anonymous is set);
- *   2. kubelet read-only port (only if `kubelet_read_only_port` is set);
- *   3. KubeEdge edged read-only endpoint (127.0.0.1:10350);
- *   4. KubeEdge MetaServer (needs the node name);
- *   5. Kubernetes API server (needs the node name and an API URL, e.g. in-cluster env).
- * Local sources come first: they keep working when an edge node loses the cloud; the API server does not.
- * When none answers the caller decides (runtime socket only, or a clear error).
+ * `pod_source = "auto"`: at Configure, try the sources in a fixed order and keep the first whose pod list
+ * answers (HTTP 200 with a valid PodList). Authenticated sources (TLS-verified) come in one tier, plain-HTTP
+ * loopback sources in another, and `auto` never falls from the first tier to the second: a kubelet whose TLS
+ * fails (a man in the middle) or that is not up yet must not hand the node's identities to whoever serves a pod
+ * list on 127.0.0.1:10350. The unauthenticated tier is used only when no authenticated source exists on the node
+ * at all, and even then every request checks who owns the listening socket (pod-source.ts, listener.ts).
+ *   Authenticated: kubelet secure port (token or client certificate present, or use_anonymous_authentication), MetaServer over https (node name),
+ *   Kubernetes API server (node name and an API URL, e.g. in-cluster env).
+ *   Unauthenticated: kubelet read-only port (only if `kubelet_read_only_port` is set), KubeEdge edged
+ *   (127.0.0.1:10350), MetaServer over http (node name), an API server URL over http.
+ * Local sources come first in each tier: they keep working when an edge node loses the cloud; the API server
+ * does not. When none answers the caller decides (runtime socket only, or a clear error).
  */
 import { existsSync } from 'node:fs';
 import type { Logger } from '../plugin/types.js';
@@ -21,7 +24,7 @@ import { metaServerSource } from './metaserver.js';
 import type { PodListResult, PodSource, PodSourceName } from './pod-source.js';
 
 export function buildSource(name: PodSourceName, c: WorkloadConfig): PodSource {
-  const common = { timeoutMs: c.requestTimeoutMs, maxBodyBytes: c.maxPodListBytes };
+  const common = { timeoutMs: c.requestTimeoutMs, maxBodyBytes: c.maxPodListBytes, loopbackOwnerUid: c.loopbackSourceUid };
   switch (name) {
     case 'kubelet': {
       const k = c.kubelet;
@@ -60,15 +63,21 @@ export interface ProbeResult {
   readonly first: PodListResult;
 }
 
-/** Candidate sources for `auto`, in order. */
+/** Candidate sources for `auto`, in order: the authenticated tier if it has any member, else the loopback tier. */
 export function autoCandidates(c: WorkloadConfig): Array<() => PodSource> {
-  const out: Array<() => PodSource> = [];
-  if (c.kubelet.anonymous || existsSync(c.kubelet.tokenPath) || c.kubelet.clientCertPath) out.push(() => buildSource('kubelet', { ...c, kubelet: { ...c.kubelet, readOnlyPort: 0 } }));
-  if (c.kubelet.readOnlyPort > 0) out.push(() => buildSource('kubelet', c));
-  out.push(() => buildSource('edged', c));
-  if (c.nodeName) out.push(() => buildSource('metaserver', c));
-  if (c.nodeName && c.apiserver.url) out.push(() => buildSource('apiserver', c));
-  return out;
+  const authenticated: Array<() => PodSource> = [];
+  const metaserverTls = c.metaserver.url.startsWith('https:');
+  if (c.kubelet.anonymous || existsSync(c.kubelet.tokenPath) || c.kubelet.clientCertPath) authenticated.push(() => buildSource('kubelet', { ...c, kubelet: { ...c.kubelet, readOnlyPort: 0 } }));
+  if (c.nodeName && metaserverTls) authenticated.push(() => buildSource('metaserver', c));
+  if (c.nodeName && c.apiserver.url?.startsWith('https:')) authenticated.push(() => buildSource('apiserver', c));
+  if (authenticated.length > 0) return authenticated;
+
+  const loopback: Array<() => PodSource> = [];
+  if (c.kubelet.readOnlyPort > 0) loopback.push(() => buildSource('kubelet', c));
+  loopback.push(() => buildSource('edged', c));
+  if (c.nodeName && !metaserverTls) loopback.push(() => buildSource('metaserver', c));
+  if (c.nodeName && c.apiserver.url?.startsWith('http:')) loopback.push(() => buildSource('apiserver', c));
+  return loopback;
 }
 
 export async function probeSources(candidates: Array<() => PodSource>, log: Logger, probeTimeoutMs: number): Promise<ProbeResult | undefined> {

@@ -11,11 +11,20 @@
  * - Each path is walked from the END: the first segment carrying a 64-hex container ID wins, then the walk
  *   continues towards the root for a `pod<uid>` segment (8-4-4-4-12 hex with `-` or `_`; `_` comes from the
  *   systemd driver and is normalised to `-`). A dash-less 32-hex static-pod UID is not a pod UID here.
+ * - The whole path is checked too, not just its end: a process that may create cgroups below its own (root in a
+ *   container, or any cgroup v2 delegation) can `mkdir -p <its cgroup>/kubepods/besteffort/pod<B>/<cid B>` and
+ *   move itself there. So a path with more than one pod segment, or more than one container segment, is refused
+ *   (PreconditionFailed), except one known nesting: kind (and other Kubernetes-in-a-container setups), where the
+ *   node container's ID sits above the kubelet's `kubepods` tree, e.g.
+ *   `/docker/<node>/kubepods/burstable/pod<uid>/<cid>` or
+ *   `/system.slice/docker-<node>.scope/kubelet.slice/kubelet-kubepods.slice/…-pod<uid>.slice/cri-containerd-<cid>.scope`.
+ *   That outer ID is reported as `outerContainerId`, never as the workload's.
  * - `crio-conmon-<id>` / `libpod-conmon-<id>` scopes hold the runtime's monitor process, not the workload:
  *   they neither identify nor conflict (SPIRE #4088).
- * - Lines are merged: an entry with a pod UID overrides one without (kind on a Docker host: one line only
- *   carries the node container's ID); two different pod UIDs, or two different container IDs where both or
- *   neither carry a pod UID, are ambiguous and give PreconditionFailed (FAILED_PRECONDITION).
+ * - Lines are merged: an entry with a pod UID overrides one without, but only when the pod-less line names the
+ *   same container or the pod line's outer (kind node) container (kind on a Docker host: some v1 hierarchies show
+ *   only the node container). Two different pod UIDs, or any other two container IDs, are ambiguous and give
+ *   PreconditionFailed (FAILED_PRECONDITION).
  * - mountinfo is a guarded fallback only (see `locateContainer`): a workload controls its own mount table and
  *   can bind-mount another container's cgroup directory to impersonate it (SPIRE #7060).
  */
@@ -82,6 +91,8 @@ export interface PathMatch {
   readonly podUid?: PodUid;
   /** Only when the path itself names the runtime (`docker-`, `cri-containerd-`, `crio-`, `libpod-`, …). */
   readonly runtime?: ContainerRuntime;
+  /** The node container of a known nesting (kind), above the pod: where the kubelet runs, not the workload. */
+  readonly outerContainerId?: ContainerId;
 }
 
 export interface Located extends PathMatch {
@@ -178,27 +189,56 @@ function idInSegment(segments: readonly string[], i: number): SegmentId {
   return undefined;
 }
 
+function nestedCgroup(path: string, what: string): PreconditionFailed {
+  return new PreconditionFailed(WorkloadErrorCode.NESTED_CGROUP, `cgroup path ${JSON.stringify(path.slice(0, 512))} ${what}: a nested cgroup cannot be told from an impersonation`, {
+    fields: { rule: 'single-pod-and-container-segment' },
+  });
+}
+
 /**
  * The container locator for one path (SPIRE `containerinfo` semantics): walk from the end to the first
  * container-ID segment, then on towards the root for the pod UID. `undefined` when no container ID is found.
+ * Throws PreconditionFailed for a path with several pod or container segments (see the module doc).
  */
 export function parseCgroupPath(path: string): PathMatch | undefined {
   const segments = segmentsOf(path);
-  for (let i = segments.length - 1; i >= 0; i--) {
-    const found = idInSegment(segments, i);
-    if (found === undefined) continue;
-    if (found === 'monitor') return undefined;
-    const containerId = ContainerId.parse(found.id);
-    for (let j = i - 1; j >= 0; j--) {
-      const p = POD_IN_SEGMENT.exec(segments[j]!);
-      if (p) {
-        const podUid = PodUid.parse(p[1]!);
-        return found.runtime ? { containerId, podUid, runtime: found.runtime } : { containerId, podUid };
-      }
-    }
-    return found.runtime ? { containerId, runtime: found.runtime } : { containerId };
+  const containers: { index: number; id: SegmentId }[] = [];
+  const pods: { index: number; uid: string }[] = [];
+  for (let i = 0; i < segments.length; i++) {
+    const id = idInSegment(segments, i);
+    // The same ID twice (Docker Desktop's /docker/<id>/docker/<id>/…) is one container, not a nesting.
+    const same = (a: SegmentId, b: SegmentId) => a !== undefined && b !== undefined && a !== 'monitor' && b !== 'monitor' && a.id.toLowerCase() === b.id.toLowerCase();
+    if (id !== undefined && !containers.some((c) => same(c.id, id))) containers.push({ index: i, id });
+    else if (id !== undefined) containers[containers.findIndex((c) => same(c.id, id))] = { index: i, id };
+    const p = POD_IN_SEGMENT.exec(segments[i]!);
+    if (p) pods.push({ index: i, uid: p[1]! });
   }
-  return undefined;
+  const innermost = containers.at(-1);
+  if (innermost === undefined || innermost.id === undefined || innermost.id === 'monitor') return undefined;
+  if (pods.length > 1) throw nestedCgroup(path, `has ${pods.length} pod segments`);
+  const pod = pods[0];
+  let outerContainerId: ContainerId | undefined;
+  if (containers.length > 2) throw nestedCgroup(path, `has ${containers.length} container segments`);
+  if (containers.length === 2) {
+    // Only kind's shape: the node container, then the kubelet's kubepods tree, then the pod and its container.
+    const outer = containers[0]!;
+    const kubepodsBetween =
+      pod !== undefined && segments.slice(outer.index + 1, pod.index).some((seg) => /(?:^|[^0-9A-Za-z])kubepods(?:$|[^0-9A-Za-z])/.test(seg));
+    if (pod === undefined || outer.index >= pod.index || innermost.index < pod.index || !kubepodsBetween || outer.id === undefined || outer.id === 'monitor') {
+      throw nestedCgroup(path, 'has 2 container segments outside the kind node-container shape');
+    }
+    outerContainerId = ContainerId.parse(outer.id.id);
+  }
+  const found = innermost.id;
+  const containerId = ContainerId.parse(found.id);
+  const podUid = pod !== undefined && pod.index < innermost.index ? PodUid.parse(pod.uid) : undefined;
+  if (pod !== undefined && podUid === undefined) throw nestedCgroup(path, 'has a pod segment below its container');
+  return {
+    containerId,
+    ...(podUid ? { podUid } : {}),
+    ...(found.runtime ? { runtime: found.runtime } : {}),
+    ...(outerContainerId ? { outerContainerId } : {}),
+  };
 }
 
 /**
@@ -223,8 +263,12 @@ export function mergeMatches<T extends PathMatch>(matches: Iterable<T>): T | und
       acc = m;
       continue;
     }
-    if (acc.podUid && !m.podUid) continue; // a pod-less line never overrides a pod line
+    if (acc.podUid && !m.podUid) {
+      checkPodlessLine(acc, m); // a pod-less line never overrides a pod line, and must not contradict it
+      continue;
+    }
     if (!acc.podUid && m.podUid) {
+      checkPodlessLine(m, acc);
       acc = m;
       continue;
     }
@@ -245,6 +289,17 @@ export function mergeMatches<T extends PathMatch>(matches: Iterable<T>): T | und
     if (acc.runtime === undefined && m.runtime !== undefined) acc = m;
   }
   return acc;
+}
+
+/** A pod-less line may only name the pod line's container or its kind node container. */
+function checkPodlessLine(podLine: PathMatch, podless: PathMatch): void {
+  if (podless.containerId.equals(podLine.containerId)) return;
+  if (podLine.outerContainerId && podless.containerId.equals(podLine.outerContainerId)) return;
+  throw new PreconditionFailed(
+    WorkloadErrorCode.MULTIPLE_CONTAINER_IDS,
+    `multiple container IDs found in cgroups (${podLine.containerId} in pod ${podLine.podUid}, ${podless.containerId} without a pod)`,
+    { fields: { rule: 'single-container-id', first: podLine.containerId.toString(), second: podless.containerId.toString() } },
+  );
 }
 
 /** Locates the container from cgroup paths (the attestor's primary source). */
@@ -308,7 +363,10 @@ export interface LocateInput {
 }
 
 export interface LocateOptions {
-  /** Consult mountinfo when the cgroup file names no container (default true, as SPIRE). */
+  /**
+   * Consult mountinfo when the cgroup file names no container. Default false (SPIRE defaults it on): a root process
+   * at the root of every hierarchy passes the guard below and controls its own mount table.
+   */
   readonly mountinfoFallback?: boolean;
   /** SPIRE docker `container_id_cgroup_matchers`; when set they replace the built-in path walk. */
   readonly matchers?: CgroupMatchers;
@@ -316,7 +374,7 @@ export interface LocateOptions {
 
 /**
  * PID → container. The cgroup file is authoritative. mountinfo is used only when ALL of these hold:
- *  1. the fallback is enabled;
+ *  1. the fallback is enabled (`mountinfo_fallback = true`; off by default);
  *  2. the cgroup file names no container, and every one of its paths is exactly `/` (the process sits at the
  *     root of the agent's cgroup namespace: the same-cgroup-namespace caller SPIRE's fallback exists for) or
  *     the file is absent. A process whose cgroup shows any concrete non-container path (a host service, a
@@ -331,7 +389,7 @@ export function locateContainer(input: LocateInput, opts: LocateOptions = {}): L
     if (found) return found;
     if (opts.matchers) return undefined;
   }
-  if (opts.mountinfoFallback === false || input.mountinfo === undefined) return undefined;
+  if (opts.mountinfoFallback !== true || input.mountinfo === undefined) return undefined;
   if (entries !== undefined && !entries.every((e) => e.groupPath === '/')) return undefined;
   const text = input.mountinfo();
   if (text === undefined) return undefined;

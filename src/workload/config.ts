@@ -70,6 +70,7 @@ const Schema = z.strictObject({
   workload_size_limit: z.number().int().optional(),
   disable_container_selectors: z.boolean().optional(),
   mountinfo_fallback: z.boolean().optional(),
+  loopback_source_uid: z.number().int().min(0).max(0xfffffffe).optional(),
   container_id_cgroup_matchers: z.array(z.string()).optional(),
 
   // SPIRE's built-in k8s workload attestor keys (SPIRE_K8S_ALIASES and spireK8sNotes give their meaning here).
@@ -139,6 +140,8 @@ export interface WorkloadConfig {
   readonly workloadSizeLimit: number;
   readonly disableContainerSelectors: boolean;
   readonly mountinfoFallback: boolean;
+  /** The uid that must own the listening socket of an unauthenticated loopback pod source (edged, http MetaServer). */
+  readonly loopbackSourceUid: number;
   readonly containerIdCgroupMatchers?: readonly string[];
 }
 
@@ -287,7 +290,8 @@ export function parseConfig(raw: Record<string, unknown>, env: Readonly<Record<s
     processSelectors: c.process_selectors === true,
     workloadSizeLimit: c.workload_size_limit ?? 0,
     disableContainerSelectors: c.disable_container_selectors === true,
-    mountinfoFallback: c.mountinfo_fallback !== false,
+    mountinfoFallback: c.mountinfo_fallback === true, // off by default: see cgroup.ts locateContainer
+    loopbackSourceUid: c.loopback_source_uid ?? 0, // edgecore runs as root
     ...(c.container_id_cgroup_matchers !== undefined ? { containerIdCgroupMatchers: c.container_id_cgroup_matchers } : {}),
   };
   if (podSource === 'apiserver' && cfg.apiserver.url === undefined) {

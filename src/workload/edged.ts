@@ -13,9 +13,11 @@ export interface EdgedOptions {
   readonly port: number;
   readonly timeoutMs: number;
   readonly maxBodyBytes: number;
+  /** The uid that must own the listening socket (see pod-source.ts); undefined: no check. */
+  readonly loopbackOwnerUid?: number;
 }
 
 export function edgedSource(o: EdgedOptions): HttpPodSource {
   const host = o.host.includes(':') && !o.host.startsWith('[') ? `[${o.host}]` : o.host;
-  return new HttpPodSource({ name: 'edged', baseUrl: `http://${host}:${o.port}`, listPath: '/pods', timeoutMs: o.timeoutMs, maxBodyBytes: o.maxBodyBytes });
+  return new HttpPodSource({ name: 'edged', baseUrl: `http://${host}:${o.port}`, listPath: '/pods', timeoutMs: o.timeoutMs, maxBodyBytes: o.maxBodyBytes, ...(o.loopbackOwnerUid === undefined ? {} : { loopbackOwnerUid: o.loopbackOwnerUid }) });
 }

@@ -20,13 +20,15 @@ export interface KubeletOptions {
   readonly tlsServerName?: string;
   readonly timeoutMs: number;
   readonly maxBodyBytes: number;
+  /** The uid that must own the read-only port's listening socket when the host is loopback (see pod-source.ts). */
+  readonly loopbackOwnerUid?: number;
 }
 
 const hostPart = (h: string): string => (h.includes(':') && !h.startsWith('[') ? `[${h}]` : h);
 
 export function kubeletSource(o: KubeletOptions): HttpPodSource {
   if (o.readOnlyPort > 0) {
-    return new HttpPodSource({ name: 'kubelet', baseUrl: `http://${hostPart(o.host)}:${o.readOnlyPort}`, listPath: '/pods', timeoutMs: o.timeoutMs, maxBodyBytes: o.maxBodyBytes });
+    return new HttpPodSource({ name: 'kubelet', baseUrl: `http://${hostPart(o.host)}:${o.readOnlyPort}`, listPath: '/pods', timeoutMs: o.timeoutMs, maxBodyBytes: o.maxBodyBytes, ...(o.loopbackOwnerUid === undefined ? {} : { loopbackOwnerUid: o.loopbackOwnerUid }) });
   }
   return new HttpPodSource({
     name: 'kubelet',

@@ -16,6 +16,8 @@ export interface MetaServerOptions {
   readonly skipVerification: boolean;
   readonly timeoutMs: number;
   readonly maxBodyBytes: number;
+  /** The uid that must own the listening socket of a plain-HTTP loopback URL (see pod-source.ts). */
+  readonly loopbackOwnerUid?: number;
 }
 
 export function nodePodsPath(nodeName: string): string {
@@ -32,5 +34,6 @@ export function metaServerSource(o: MetaServerOptions): HttpPodSource {
     skipVerification: o.skipVerification,
     timeoutMs: o.timeoutMs,
     maxBodyBytes: o.maxBodyBytes,
+    ...(o.loopbackOwnerUid === undefined ? {} : { loopbackOwnerUid: o.loopbackOwnerUid }),
   });
 }

@@ -16,6 +16,8 @@ import https from 'node:https';
 import { Cancelled, MalformedInput, SourceUnavailable } from '../errors.js';
 import { WorkloadErrorCode } from './errors.js';
 import { decodePod, decodePodList, type K8sPod, type K8sPodList } from './k8s-types.js';
+import { isLoopbackHost, parseLoopbackListeners } from './listener.js';
+import { readOwnTcpTables } from './procfs.js';
 
 export type PodSourceName = 'kubelet' | 'edged' | 'metaserver' | 'apiserver';
 
@@ -67,6 +69,13 @@ export interface HttpSourceOptions {
   readonly tlsServerName?: string;
   readonly timeoutMs: number;
   readonly maxBodyBytes: number;
+  /**
+   * For plain-HTTP loopback URLs: the uid that must own every socket listening on the port, checked before each
+   * request (nothing in plain HTTP says who answered). Undefined: no check (https, or a remote host).
+   */
+  readonly loopbackOwnerUid?: number;
+  /** Where the listening sockets are read (procfs.ts readOwnTcpTables); default: this process's network namespace. */
+  readonly procNetDir?: string;
 }
 
 const TLS_ERROR_CODES = new Set([
@@ -135,8 +144,36 @@ export class HttpPodSource implements PodSource {
   }
 
   /** One GET. A keep-alive socket the server closed meanwhile (ECONNRESET on a reused socket) is retried once. */
+  /** Refuses the request when something other than the expected user listens on the loopback port. */
+  #checkLoopbackListener(): SourceUnavailable | undefined {
+    const expected = this.#opts.loopbackOwnerUid;
+    if (expected === undefined || this.#url.protocol !== 'http:' || !isLoopbackHost(this.#url.hostname)) return undefined;
+    const port = Number(this.#url.port || 80);
+    let tables: { tcp: string; tcp6: string | undefined };
+    try {
+      tables = readOwnTcpTables(this.#opts.procNetDir);
+    } catch (err) {
+      return this.#unavailable(WorkloadErrorCode.SOURCE_UNTRUSTED_LISTENER, `cannot read the TCP socket table to check who listens on port ${port}`, err);
+    }
+    const listeners = [
+      ...parseLoopbackListeners(tables.tcp, false),
+      ...(tables.tcp6 === undefined ? [] : parseLoopbackListeners(tables.tcp6, true)),
+    ].filter((l) => l.port === port);
+    if (listeners.length === 0) return this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, `nothing listens on port ${port}`);
+    const foreign = listeners.find((l) => l.uid !== expected);
+    if (foreign) {
+      return this.#unavailable(
+        WorkloadErrorCode.SOURCE_UNTRUSTED_LISTENER,
+        `port ${port} is held by uid ${foreign.uid} (socket inode ${foreign.inode}), not uid ${expected}: refusing unauthenticated pod data from it`,
+      );
+    }
+    return undefined;
+  }
+
   #request(pathAndQuery: string, signal: AbortSignal, timeoutMs: number | undefined, retried = false): Promise<http.IncomingMessage> {
     const o = this.#opts;
+    const impostor = this.#checkLoopbackListener();
+    if (impostor) return Promise.reject(impostor);
     const headers: Record<string, string> = { accept: 'application/json' };
     let tlsOpts: https.RequestOptions = {};
     try {

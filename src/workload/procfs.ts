@@ -53,6 +53,22 @@ export interface ExeInfo {
   readonly sha256?: string;
 }
 
+/**
+ * The text of `/proc/self/net/tcp` and `tcp6` (this process's network namespace, whatever `proc_path` says: the
+ * sockets that matter are the ones this process connects to). `tcp6` is undefined when IPv6 is off; a missing
+ * `tcp` throws (the caller fails closed).
+ */
+export function readOwnTcpTables(netDir = '/proc/self/net'): { tcp: string; tcp6: string | undefined } {
+  const tcp = readFileSync(join(netDir, 'tcp'), 'utf8');
+  let tcp6: string | undefined;
+  try {
+    tcp6 = readFileSync(join(netDir, 'tcp6'), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  return { tcp, tcp6 };
+}
+
 export class Procfs {
   readonly root: string;
   readonly #hashCache = new Map<string, string>();

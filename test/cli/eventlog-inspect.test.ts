@@ -27,7 +27,8 @@ describe('inspectEventLog', () => {
       sha1: { '7': '3a1ea200b8fafe60c290e903c5e6443cfef67f04' },
       sha256: { '7': 'e58ada1ba75f2e4722b539824598ad5e10c55f2e4aeab2033f3b0a8ee3f3eca6' },
     });
-    expect(out.secureBoot.state).toBe('enabled');
+    // A SecureBoot variable without the PCR 7 separator: the configuration never ended, so the state is not a fact.
+    expect(out.secureBoot).toEqual({ state: 'unknown', reason: 'PCR 7 has no EV_SEPARATOR: the Secure Boot configuration never ended' });
     expect(JSON.parse(JSON.stringify(out))).toEqual(out);
   });
 
@@ -41,7 +42,8 @@ describe('inspectEventLog', () => {
     const text = inspectEventLog(bytes('tt-event-uefivar.bin'));
     expect(text).toContain('#1 pcr 7 EV_EFI_VARIABLE_DRIVER_CONFIG');
     expect(text).toContain('sha256:7  e58ada1ba75f2e4722b539824598ad5e10c55f2e4aeab2033f3b0a8ee3f3eca6');
-    expect(text).toContain('secure boot: enabled');
+    expect(text).toContain('secure boot: unknown (PCR 7 has no EV_SEPARATOR');
+    expect(inspectEventLog(bytes('kl-binary_bios_measurements-secureboot.bin'))).toContain('secure boot: enabled\n');
   });
 
   it('garbage is MalformedInput', () => {

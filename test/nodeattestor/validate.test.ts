@@ -107,7 +107,7 @@ describe('Validate catches what Configure rejects (tpm-server)', () => {
     ['a CA directory holding only a README', () => `ek_ca_path = "${W()}/ca"`, /directory holds no certificate/],
     ['a bad pcr_selection', () => `${allow}\npcr_selection = "sha256:0,99"`, /key "pcr_selection"/],
     ['a zero nonce_ttl', () => `${allow}\nnonce_ttl = "0s"`, /key "nonce_ttl": must be between 1s and 10m/],
-    ['a policy file with a bad key, named', () => `${allow}\npolicy_path = "${W()}/bad-policy.yaml"`, /policy_path": \/.*bad-policy.yaml: .*policies\.0\.secureboot/],
+    ['a policy file with a bad key, named', () => `${allow}\npolicy_path = "${W()}/bad-policy.yaml"`, /policy file \/.*bad-policy.yaml: policies\.0\.secureboot: unknown key "secureboot" \(did you mean "secure_boot"\?\)/],
     ['a top-level typo', () => `${allow}\npolicy = "/etc/spire/boot-policy.yaml"`, /unknown key "policy" \(did you mean "policy_path"\?\)/],
   ])('%s', async (_what, hcl, message) => {
     const answers = await both('tpm-server', hcl());

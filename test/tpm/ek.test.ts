@@ -126,6 +126,22 @@ describe('GCE vTPM certificates (go-tpm-tools)', () => {
     expect(info.projectNumber).toBe(117478743145n);
     expect(info.instanceId).not.toBe(0n);
   });
+  it('GCE instance info with invalid UTF-8 is MalformedInput, never a bare TypeError', () => {
+    const der = Buffer.from(parseEkCertificate(read('certs/gce-pca_tpm_rsa_enc_cert.pem')).rawData); // @peculiar/x509
+    const at = der.indexOf(Buffer.from('us-central1-a'), der.indexOf(Buffer.from('2b06010401d679020115', 'hex'))); // inside the extension
+    expect(at).toBeGreaterThan(0);
+    der[at + 2] = 0xff; // same length, no longer UTF-8
+    const err = (() => {
+      try {
+        gceInstanceInfo(parseEkCertificate(der));
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(err).toBeInstanceOf(MalformedInput);
+    expect(err).toMatchObject({ grpcCode: GrpcCode.INVALID_ARGUMENT, message: expect.stringMatching(/GCE instance info: field 0 is not valid UTF-8/) });
+  });
   it('go-tpm-tools GCE roots/intermediates load; root 1 is a root, intermediate 2 is not', () => {
     const s = store(GCE_ROOT, GCE_I2);
     expect(s.roots).toHaveLength(1);

@@ -112,3 +112,37 @@ describe('firmware quirks', () => {
     expect(replayEventLog(log(), { values: computePcrs(log()) }).appliedQuirks).toEqual([]);
   });
 });
+
+describe('replayEventLog: quoted PCRs the log does not extend', () => {
+  const log = () => parseEventLog(buildAgileLog([{ pcr: 0, type: EventType.EV_POST_CODE, data: ascii('firmware') }], ['sha256']));
+  const quotedWith = (index: number, value: Uint8Array): PcrBankValues => withValue(computePcrs(log()), 'sha256', index, value);
+
+  it('PCR 0-9 extended but absent from the log: the replay fails, naming it', () => {
+    const err = replayFails(() => replayEventLog(log(), { values: quotedWith(4, hash('sha256', ascii('shim'))) }));
+    expect(err.invalidPcrs.map((m) => [`${m.bank}:${m.index}`, m.replayed])).toEqual([['sha256:4', `${'0'.repeat(64)} (no events)`]]);
+  });
+
+  it('PCR 0-9 at its reset value with no event: explained, nothing to verify', () => {
+    const verified = replayEventLog(log(), { values: quotedWith(4, new Uint8Array(32)) });
+    expect([...verified.explainedPcrs].sort()).toEqual([0, 4]);
+    expect(verified.unexplainedPcrs.size).toBe(0);
+  });
+
+  it('another PCR (12) extended but absent: not a replay failure, but unexplained (facts on it are unknown)', () => {
+    const verified = replayEventLog(log(), { values: quotedWith(12, hash('sha256', ascii('x'))) });
+    expect([...verified.unexplainedPcrs]).toEqual([12]);
+    expect(verified.explainedPcrs.has(12)).toBe(false);
+  });
+
+  it('PCRs 17-22 reset to all ones', () => {
+    const verified = replayEventLog(log(), { values: quotedWith(17, new Uint8Array(32).fill(0xff)) });
+    expect(verified.explainedPcrs.has(17)).toBe(true);
+    expect(replayEventLog(log(), { values: quotedWith(17, new Uint8Array(32)) }).unexplainedPcrs.has(17)).toBe(true);
+  });
+
+  it('a bank the log does not carry explains nothing and is not compared', () => {
+    const sha1Only = new Map([['sha1', new Map([[4, new Uint8Array(20).fill(9)]])]]);
+    const verified = replayEventLog(log(), { values: sha1Only });
+    expect([verified.replayedPcrs.size, verified.explainedPcrs.size, verified.unexplainedPcrs.size]).toEqual([0, 0, 0]);
+  });
+});

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { GrpcCode, MalformedInput, PreconditionFailed } from '../../src/errors.js';
+import { WorkloadErrorCode } from '../../src/workload/errors.js';
 import {
   CgroupMatchers,
   ContainerId,
@@ -171,7 +172,14 @@ describe('corpus: spire-containerinfo-* (extract_test.go) through Procfs over th
     it(id, () => {
       const a = sidecar(id).asserts;
       const proc = new Procfs(join(CG, id, 'proc'));
-      const r = locateContainer({ cgroup: proc.cgroup(a.pid), mountinfo: () => proc.mountinfo(a.pid) });
+      // SPIRE's semantics have the mountinfo fallback on; here it must be asked for (mountinfo_fallback = true).
+      const locate = () => locateContainer({ cgroup: proc.cgroup(a.pid), mountinfo: () => proc.mountinfo(a.pid) }, { mountinfoFallback: true });
+      if (id === 'spire-containerinfo-k8s-pod-uid-override') {
+        // SPIRE ignores the pod-less line with another container ID; we fail closed (F10): it could be either.
+        expect(locate).toThrow(expect.objectContaining({ code: WorkloadErrorCode.MULTIPLE_CONTAINER_IDS, grpcCode: GrpcCode.FAILED_PRECONDITION }));
+        return;
+      }
+      const r = locate();
       expect(r?.containerId.toString() ?? '').toBe(a.container_id);
       if (a.api === 'GetPodUIDAndContainerID') expect(r?.podUid?.toString() ?? '').toBe(a.pod_uid);
     });
@@ -193,9 +201,10 @@ describe('mountinfo guard (SPIRE #7060)', () => {
     expect(r?.containerId.toString()).toBe(real);
     expect(r?.via).toBe('cgroup');
   });
-  it('mountinfo_fallback = false disables the fallback', () => {
+  it('the fallback is off unless mountinfo_fallback = true', () => {
     expect(locateContainer({ cgroup: '0::/\n', mountinfo: () => forged }, { mountinfoFallback: false })).toBeUndefined();
-    expect(locateContainer({ cgroup: '0::/\n', mountinfo: () => forged })?.via).toBe('mountinfo');
+    expect(locateContainer({ cgroup: '0::/\n', mountinfo: () => forged })).toBeUndefined();
+    expect(locateContainer({ cgroup: '0::/\n', mountinfo: () => forged }, { mountinfoFallback: true })?.via).toBe('mountinfo');
   });
   it('mountinfo escapes are decoded', () => {
     expect(parseMountinfo('1 2 0:3 /a\\040b /sys/fs/cgroup rw - cgroup2 cgroup rw\n')[0]!.root).toBe('/a b');

@@ -25,7 +25,7 @@ describe('config', () => {
     expect(c.edged).toEqual({ host: '127.0.0.1', port: 10350 });
     expect(c.metaserver.url).toBe('http://127.0.0.1:10550');
     expect([c.pollIntervalMs, c.maxStalenessMs, c.missRetryDeadlineMs]).toEqual([5000, 600_000, 30_000]);
-    expect(c.mountinfoFallback).toBe(true);
+    expect(c.mountinfoFallback).toBe(false); // off unless asked for: a root process can forge its mount table
     expect(Object.isFrozen(c)).toBe(true);
   });
   it('unknown keys and wrong types name the key', () => {

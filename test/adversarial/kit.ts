@@ -1,0 +1,154 @@
+/**
+ * Shared parts of the adversarial suite: the shipped plugins launched as SPIRE launches them, real swtpm TPMs that
+ * "booted" a chosen sequence of measurements, and an attacker's event log written byte by byte (TCG PC Client PFP
+ * §10.2.2 TCG_PCR_EVENT2), so each test states exactly what the TPM measured and what the agent claims.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { expect } from 'vitest';
+import { toHex } from '../../src/tpm/bytes.js';
+import { parseEventLog } from '../../src/tpm/eventlog.js';
+import { EventType } from '../../src/tpm/eventlog-types.js';
+import { builtPlugin, repoRoot } from '../helpers/binaries.js';
+import { PluginHarness } from '../helpers/plugin-harness.js';
+import { extendPcrs, startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
+import { ascii, buildAgileLog, hash } from '../tpm/eventlog-builder.js';
+
+/** A real OVMF + shim + GRUB log with Secure Boot on (sha256 only); the "golden node" of these attacks. */
+export const GOLDEN_LOG_PATH = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
+
+/** One event as an attacker edits it: every field is the agent's claim; only `digest` reaches the TPM. */
+export interface LogEvent {
+  pcr: number;
+  type: number;
+  data: Uint8Array;
+  /** sha256 digest; what the TPM was (or claims to have been) extended with. */
+  digest: Uint8Array;
+}
+
+/** The golden log's events (without the Spec ID header), as editable copies. */
+export function goldenEvents(): LogEvent[] {
+  const log = parseEventLog(new Uint8Array(readFileSync(GOLDEN_LOG_PATH)));
+  return log.untrustedEvents.slice(1).map((e) => ({
+    pcr: e.pcrIndex,
+    type: e.type,
+    data: Uint8Array.from(e.data),
+    digest: Uint8Array.from(e.digests.get('sha256')!),
+  }));
+}
+
+export const goldenLogBytes = (): Uint8Array => new Uint8Array(readFileSync(GOLDEN_LOG_PATH));
+
+/** A sha256 crypto-agile log of `events`, each digest as given (not recomputed). */
+export function writeLog(events: readonly LogEvent[]): Uint8Array {
+  return buildAgileLog(
+    events.map((e) => ({ pcr: e.pcr, type: e.type, data: e.data, digests: { sha256: e.digest } })),
+    ['sha256'],
+  );
+}
+
+/** An event whose digest is the hash of its data, as firmware logs data-measured events. */
+export function dataEvent(pcr: number, type: number, data: Uint8Array): LogEvent {
+  return { pcr, type, data, digest: hash('sha256', data) };
+}
+
+export const text = (s: string): Uint8Array => ascii(s);
+export const latin1 = (data: Uint8Array): string => Buffer.from(data).toString('latin1');
+
+export function indexOf(events: readonly LogEvent[], match: (e: LogEvent) => boolean, what: string): number {
+  const i = events.findIndex(match);
+  if (i < 0) throw new Error(`golden log has no ${what}`);
+  return i;
+}
+
+/** The index of the golden log's ExitBootServices() invocation: where an in-boot event must go at the latest. */
+export function exitBootServicesIndex(events: readonly LogEvent[]): number {
+  return indexOf(events, (e) => e.pcr === 5 && latin1(e.data) === 'Exit Boot Services Invocation', 'ExitBootServices event');
+}
+
+/** Resources of one test file; `cleanup()` in afterAll. */
+export class AttackLab {
+  readonly work = mkdtempSync(join(tmpdir(), 'adversarial-'));
+  readonly #harnesses: PluginHarness[] = [];
+  readonly #tpms: SwtpmHandle[] = [];
+  #caDir: string | undefined;
+  #files = 0;
+
+  /** A fresh swtpm whose sha256 PCRs were extended with `measured`, in order: what the node really booted. */
+  async bootNode(measured: readonly LogEvent[]): Promise<SwtpmHandle> {
+    const tpm = await startSwtpm();
+    this.#tpms.push(tpm);
+    const extends_ = measured
+      .filter((e) => e.type !== EventType.EV_NO_ACTION && e.pcr <= 23)
+      .map((e) => ({ pcr: e.pcr, bank: 'sha256' as const, digestHex: toHex(e.digest) }));
+    await extendPcrs(tpm.tcti, extends_);
+    if (!this.#caDir) {
+      this.#caDir = join(this.work, 'ca');
+      mkdirSync(this.#caDir);
+      writeFileSync(join(this.#caDir, 'root.pem'), tpm.rootCaPem);
+      writeFileSync(join(this.#caDir, 'intermediate.pem'), tpm.intermediateCaPem);
+    }
+    return tpm;
+  }
+
+  /** Root on the node extends more after boot (through /dev/tpm0 in real life). */
+  async extendAfterBoot(tpm: SwtpmHandle, measured: readonly LogEvent[]): Promise<void> {
+    await extendPcrs(tpm.tcti, measured.map((e) => ({ pcr: e.pcr, bank: 'sha256' as const, digestHex: toHex(e.digest) })));
+  }
+
+  /** Writes `content` to a new file in the lab and returns its path. */
+  file(name: string, content: Uint8Array | string): string {
+    const path = join(this.work, `${this.#files++}-${name}`);
+    writeFileSync(path, content);
+    return path;
+  }
+
+  get caDir(): string {
+    if (!this.#caDir) throw new Error('boot a node first: the EK CA comes from swtpm');
+    return this.#caDir;
+  }
+
+  async plugin(name: 'tpm-server' | 'tpm-agent', settings: Record<string, unknown>): Promise<PluginHarness> {
+    const h = await PluginHarness.launch({ binary: builtPlugin(name), type: 'NodeAttestor' });
+    this.#harnesses.push(h);
+    await h.init();
+    await h.configure(hcl(settings));
+    return h;
+  }
+
+  /** The shipped tpm-server with the swtpm EK CA, the given policy file and settings. */
+  server(policyPath: string | undefined, extra: Record<string, unknown> = {}): Promise<PluginHarness> {
+    return this.plugin('tpm-server', { ek_ca_path: [this.caDir], ...(policyPath ? { policy_path: policyPath } : {}), ...extra });
+  }
+
+  /** The shipped tpm-agent on `tpm`, sending the event log at `logPath` (what the attacker chose to write there). */
+  agent(tpm: SwtpmHandle, logPath: string): Promise<PluginHarness> {
+    return this.plugin('tpm-agent', { tpm_tcti: tpm.tcti, event_log_path: logPath, ek_kind: 'rsa' });
+  }
+
+  async cleanup(): Promise<void> {
+    for (const h of this.#harnesses.splice(0)) await h.kill();
+    await Promise.all(this.#tpms.splice(0).map((t) => t.stop()));
+    rmSync(this.work, { recursive: true, force: true });
+  }
+}
+
+export function hcl(settings: Record<string, unknown>): string {
+  return Object.entries(settings)
+    .map(([k, v]) => `${k} = ${JSON.stringify(v)}`)
+    .join('\n');
+}
+
+/** The server plugin (not the agent) refused with `code`, and its message matches `pattern`. */
+export async function expectRefused(promise: Promise<unknown>, code: grpc.status, pattern?: RegExp): Promise<grpc.ServiceError> {
+  const err = (await promise.then(
+    (r) => ({ admitted: r }),
+    (e) => e,
+  )) as grpc.ServiceError & { side?: string; admitted?: unknown };
+  expect(err.admitted, 'the attack was admitted').toBeUndefined();
+  expect({ side: err.side, code: err.code }).toEqual({ side: 'server', code });
+  if (pattern) expect(err.details).toMatch(pattern);
+  return err;
+}
