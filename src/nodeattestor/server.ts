@@ -29,6 +29,8 @@ import { BoundedCache } from './bounded-cache.js';
 import { NonceStore } from './nonce-store.js';
 import { nodeSelectors } from './selectors.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
+import { attestLegacyAgent } from './legacy-attest.js';
+import { isLegacyPayload } from './legacy-wire.js';
 
 export { DEFAULT_PCR_SELECTION } from '../tpm/pcrs.js';
 const SECRET_BYTES = 32;
@@ -56,6 +58,8 @@ export const serverConfigSchema = z
       .default(60_000),
     /** The plugin name in SPIRE's config; agent IDs are /spire/agent/<name>/<ek hash>. */
     plugin_name: z.string().regex(/^[A-Za-z0-9._-]+$/).default('tpm'),
+    /** Admit spire-tpm-plugin agents (EK + AK residency only, `legacy_agent:true`) while migrating: docs/migration.md. */
+    legacy_agents: z.enum(['allow', 'deny']).default('deny'),
   })
   .refine((c) => c.ek_ca_path !== undefined || (c.ek_hash_allowlist !== undefined && c.ek_hash_allowlist.length > 0), {
     message: 'set ek_ca_path, ek_hash_allowlist or both: without either no EK could be trusted',
@@ -131,6 +135,9 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     if (config.policy_path && !config.require_event_log) {
       this.#log.warn('policy_path is set but require_event_log is false: nodes without an event log skip boot policies');
     }
+    if (config.legacy_agents === 'allow' && policies.length > 0 && config.policy_match !== 'report') {
+      this.#log.warn('legacy_agents is "allow" but boot policies are enforced: spire-tpm-plugin agents will be refused until policy_match = "report"');
+    }
     // Keep the nonce store across reconfiguration so in-flight challenges stay single-use.
     const nonces =
       this.#state && this.#state.config.nonce_ttl === config.nonce_ttl
@@ -154,7 +161,9 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const started = performance.now();
     const audit: Record<string, string | number | boolean | undefined> = { node_hint: io.untrustedForwardedHost };
     try {
-      const attributes = await this.#attest(state, payloadBytes, io, audit);
+      const attributes = isLegacyPayload(payloadBytes)
+        ? await attestLegacyAgent(this.#legacyContext(state), payloadBytes, io, audit)
+        : await this.#attest(state, payloadBytes, io, audit);
       this.#log.info('Attestation decision', {
         ...audit,
         outcome: 'accepted',
@@ -173,6 +182,11 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       });
       throw err;
     }
+  }
+
+  #legacyContext(state: ServerState) {
+    const { config, trustDomain, ekTrust, policies, policyMatch } = state;
+    return { legacyAgents: config.legacy_agents, trustDomain, pluginName: config.plugin_name, ekTrust, policies, policyMatch, now: this.#now(), randomBytes: this.#random };
   }
 
   async #attest(
