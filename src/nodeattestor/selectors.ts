@@ -26,6 +26,10 @@ export function ekSelectors(ek: TrustedEk): string[] {
     if (cert.model) out.push(`ek_model:${cert.model}`);
     if (cert.version) out.push(`ek_version:${cert.version}`);
     if (cert.rootSubjectCn) out.push(`ek_ca:${cert.rootSubjectCn}`);
+    if (cert.gce) {
+      out.push(`gce_project_id:${cert.gce.projectId}`, `gce_project_number:${cert.gce.projectNumber}`, `gce_zone:${cert.gce.zone}`);
+      out.push(`gce_instance_id:${cert.gce.instanceId}`, `gce_instance_name:${cert.gce.instanceName}`);
+    }
   }
   return out;
 }
