@@ -5,7 +5,7 @@
  * attest/wrapped_tpm20.go at 5514d092, the version spire-tpm-plugin pins). The real Go agent could not be built
  * here: the Go module proxy answers 403 for github.com/spiffe/spire-tpm-plugin.
  *
- * What the Go agent does, done with tpm2-tools: take the RSA EK (cert from NV 0x01c00002 when present), create
+ * What the Go agent does, done with tpm2-tools: take the RSA EK (cert from NV 0x01c00002 when present; or the ECC P-256 EK), create
  * an AK under the storage root key with go-attestation's AK attributes, certify its own creation, send
  * {"EK": PEM(CERTIFICATE, PUBLIC KEY), "AK": AttestationParameters}; then activate the credential of
  * {"EC": {"Credential", "Secret"}} (both with TPM2B size prefixes) and answer {"Secret"}.
@@ -44,6 +44,8 @@ export interface LegacyAgentOptions {
   readonly sendCertificate?: boolean;
   /** Persistent handle for the AK (the Go agent keeps it as a blob; we persist it to activate through Tpm2Tools). */
   readonly akHandle?: number;
+  /** The EK go-attestation would pick: RSA-2048 (default) or, on a TPM with only that, ECC P-256. */
+  readonly ekKind?: 'rsa' | 'ecc-p256';
 }
 
 export class LegacyTpmAgent {
@@ -52,6 +54,7 @@ export class LegacyTpmAgent {
   readonly #dir = mkdtempSync(join(tmpdir(), 'legacy-agent-'));
   readonly #akHandle: number;
   readonly #sendCertificate: boolean;
+  readonly #ekKind: 'rsa' | 'ecc-p256';
   /** The pub_hash spire-tpm-plugin computes: sha256 of the PKIX EK key. */
   ekSpki: Uint8Array | undefined;
 
@@ -60,6 +63,7 @@ export class LegacyTpmAgent {
     this.#tools = new Tpm2Tools({ tcti, workDir: this.#dir });
     this.#akHandle = options.akHandle ?? 0x81010020;
     this.#sendCertificate = options.sendCertificate ?? true;
+    this.#ekKind = options.ekKind ?? 'rsa';
   }
 
   #file(name: string): string {
@@ -78,8 +82,8 @@ export class LegacyTpmAgent {
 
   /** The AttestationData JSON, with a fresh AK each time as the Go agent makes one per attestation. */
   async payload(): Promise<Buffer> {
-    const ek = await this.#tools.ekPublic('rsa');
-    const cert = this.#sendCertificate ? await this.#tools.readEkCertificate('rsa') : undefined;
+    const ek = await this.#tools.ekPublic(this.#ekKind);
+    const cert = this.#sendCertificate ? await this.#tools.readEkCertificate(this.#ekKind) : undefined;
     const spki = publicToSpkiDer(parseTpm2bPublic(ek.publicArea));
     if (cert && !Buffer.from(new X509Certificate(cert).publicKey.export({ type: 'spki', format: 'der' })).equals(Buffer.from(spki))) {
       throw new Error('EK certificate does not certify the EK');
@@ -124,8 +128,8 @@ export class LegacyTpmAgent {
       idObject: tpm2bContents(credential, 'EC.Credential'),
       encryptedSecret: tpm2bContents(secret, 'EC.Secret'),
     });
-    const ek = await this.#tools.ekPublic('rsa');
-    const opened = await this.#tools.activateCredential({ akHandle: this.#akHandle, ekHandle: ek.handle, ekKind: 'rsa', credentialBlob: blob });
+    const ek = await this.#tools.ekPublic(this.#ekKind);
+    const opened = await this.#tools.activateCredential({ akHandle: this.#akHandle, ekHandle: ek.handle, ekKind: this.#ekKind, credentialBlob: blob });
     return Buffer.from(JSON.stringify({ Secret: b64(opened) }));
   }
 

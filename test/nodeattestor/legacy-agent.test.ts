@@ -4,7 +4,7 @@
  * the real Go agent could not be built here, see that file).
  */
 import * as grpc from '@grpc/grpc-js';
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -98,6 +98,24 @@ describe('spire-tpm-plugin agents on tpm-server', () => {
     }
   });
 
+  it('admits a legacy agent with an ECC P-256 EK (default template), allowlisted by hash', async () => {
+    const ecc = new LegacyTpmAgent(tpmB.tcti, { ekKind: 'ecc-p256', sendCertificate: false, akHandle: 0x81010022 });
+    try {
+      const payload = await ecc.payload();
+      const key = createPublicKey({ key: Buffer.from(ecc.ekSpki!), format: 'der', type: 'spki' });
+      expect({ type: key.asymmetricKeyType, curve: key.asymmetricKeyDetails?.namedCurve }).toEqual({ type: 'ec', curve: 'prime256v1' });
+      const h = await PluginHarness.launch({ binary: builtPlugin('tpm-server'), type: 'NodeAttestor' });
+      harnesses.push(h);
+      await h.init();
+      await h.configure(hcl({ ek_hash_allowlist: [pubHash(ecc)], legacy_agents: 'allow' }));
+      const result = await attestThroughServer(h, payload, (c) => ecc.answer(c));
+      expect(result.spiffe_id).toBe(`spiffe://example.org/spire/agent/tpm/${pubHash(ecc)}`);
+      expect(result.selector_values).toContain('legacy_agent:true');
+    } finally {
+      ecc.close();
+    }
+  });
+
   it('refuses legacy agents by default (legacy_agents = "deny") with PermissionDenied naming the rule', async () => {
     const h = await server({});
     await expectStatus(
@@ -105,6 +123,17 @@ describe('spire-tpm-plugin agents on tpm-server', () => {
       grpc.status.PERMISSION_DENIED,
       /spire-tpm-plugin's attestation payload and legacy_agents is "deny".*docs\/migration\.md/,
     );
+    // The audit line names the rule and the full EK hash, so the operator can tell which nodes still run the old agent.
+    const parse = (l: string): Record<string, unknown> => {
+      try {
+        return JSON.parse(l) as Record<string, unknown>;
+      } catch {
+        return {};
+      }
+    };
+    const decision = () => h.stderrLines.map(parse).find((l) => l['@message'] === 'Attestation decision');
+    for (let i = 0; i < 100 && !decision(); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(decision()).toMatchObject({ outcome: 'refused', code: 'ERR_LEGACY_AGENT_DENIED', rule: 'legacy_agents', legacy_agent: true, ek_hash: pubHash(agentA) });
   });
 
   it('a legacy agent cannot pass a boot policy: refused when enforced, no policy:* selector in report mode', async () => {
