@@ -13,7 +13,9 @@ import {
   checkEkCertMatchesPublic,
   ERR_EK_KEY_MISMATCH,
   parseEkCertificate,
+  verifiedGceInstanceInfo,
   verifyEkCertificate,
+  type GceInstanceInfo,
   type EkTrustStore,
 } from '../tpm/ek.js';
 
@@ -28,6 +30,14 @@ export interface TrustedEk {
     readonly model?: string;
     readonly version?: string;
     readonly rootSubjectCn?: string;
+    /** GCE instance identity: only when the chain ended at a Google EK root (ek.ts GOOGLE_EK_ROOT_SHA256). */
+    readonly gce?: {
+      readonly projectId: string;
+      readonly projectNumber: string;
+      readonly zone: string;
+      readonly instanceId: string;
+      readonly instanceName: string;
+    };
   };
 }
 
@@ -97,6 +107,7 @@ export class EkTrust {
           ...(verified.model ? { model: verified.model } : {}),
           ...(verified.version ? { version: verified.version } : {}),
           ...(verified.rootSubjectCn ? { rootSubjectCn: verified.rootSubjectCn } : {}),
+          ...gceFields(verifiedGceInstanceInfo(verified.chain)),
         };
         this.#chains.set(key, {
           leafSpki: spki,
@@ -138,4 +149,17 @@ function chainKey(certificate: Uint8Array, intermediates: readonly Uint8Array[])
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function gceFields(info: GceInstanceInfo | undefined): { gce?: NonNullable<TrustedEk['certificate']>['gce'] } {
+  if (!info) return {};
+  return {
+    gce: {
+      projectId: info.projectId,
+      projectNumber: info.projectNumber.toString(),
+      zone: info.zone,
+      instanceId: info.instanceId.toString(),
+      instanceName: info.instanceName,
+    },
+  };
 }

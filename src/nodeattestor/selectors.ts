@@ -17,15 +17,25 @@ export interface SelectorInputs {
   readonly passedPolicies: readonly string[];
 }
 
-export function nodeSelectors(input: SelectorInputs): string[] {
-  const out: string[] = [`pub_hash:${input.ek.pubHash}`];
-  const cert = input.ek.certificate;
+/** What the EK alone proves: its hash and, when the chain verified, its certificate's claims. */
+export function ekSelectors(ek: TrustedEk): string[] {
+  const out: string[] = [`pub_hash:${ek.pubHash}`];
+  const cert = ek.certificate;
   if (cert) {
     if (cert.manufacturer) out.push(`ek_manufacturer:${cert.manufacturer}`);
     if (cert.model) out.push(`ek_model:${cert.model}`);
     if (cert.version) out.push(`ek_version:${cert.version}`);
     if (cert.rootSubjectCn) out.push(`ek_ca:${cert.rootSubjectCn}`);
+    if (cert.gce) {
+      out.push(`gce_project_id:${cert.gce.projectId}`, `gce_project_number:${cert.gce.projectNumber}`, `gce_zone:${cert.gce.zone}`);
+      out.push(`gce_instance_id:${cert.gce.instanceId}`, `gce_instance_name:${cert.gce.instanceName}`);
+    }
   }
+  return out;
+}
+
+export function nodeSelectors(input: SelectorInputs): string[] {
+  const out = ekSelectors(input.ek);
   if (input.facts) out.push(`secureboot:${input.facts.secureBoot.enabled ? 'enabled' : 'disabled'}`);
   const bank = input.quoted.bank('sha256');
   const indices = input.selectorPcrs ?? [...bank.keys()];

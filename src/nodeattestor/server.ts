@@ -34,6 +34,8 @@ import { EkTrust, type TrustedEk } from './ek-trust.js';
 import { BoundedCache } from './bounded-cache.js';
 import { nodeSelectors } from './selectors.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
+import { attestLegacyAgent } from './legacy-attest.js';
+import { isLegacyPayload } from './legacy-wire.js';
 
 export { DEFAULT_PCR_SELECTION } from '../tpm/pcrs.js';
 const SECRET_BYTES = 32;
@@ -67,6 +69,8 @@ export const serverConfigSchema = z
       .regex(/^[A-Za-z0-9._-]{1,128}$/)
       .refine((name) => name !== '.' && name !== '..', 'must not be "." or ".." (it is a path segment of agent IDs)')
       .default('tpm'),
+    /** Admit spire-tpm-plugin agents (EK + AK residency only, `legacy_agent:true`) while migrating: docs/migration.md. */
+    legacy_agents: z.enum(['allow', 'deny']).default('deny'),
   })
   .refine((c) => c.ek_ca_path !== undefined || (c.ek_hash_allowlist !== undefined && c.ek_hash_allowlist.length > 0), {
     message: 'set ek_ca_path, ek_hash_allowlist or both: without either no EK could be trusted',
@@ -143,6 +147,9 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     if (config.policy_path && !config.require_event_log) {
       this.#log.warn('policy_path is set but require_event_log is false: nodes without an event log skip boot policies');
     }
+    if (config.legacy_agents === 'allow' && policies.length > 0 && config.policy_match !== 'report') {
+      this.#log.warn('legacy_agents is "allow" but boot policies are enforced: spire-tpm-plugin agents will be refused until policy_match = "report"');
+    }
     return {
       config,
       trustDomain: TrustDomain.parse(core.trustDomain),
@@ -160,7 +167,9 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const started = performance.now();
     const audit: Record<string, string | number | boolean | undefined> = { node_hint: io.untrustedForwardedHost };
     try {
-      const attributes = await this.#attest(state, payloadBytes, io, audit);
+      const attributes = isLegacyPayload(payloadBytes)
+        ? await attestLegacyAgent(this.#legacyContext(state), payloadBytes, io, audit)
+        : await this.#attest(state, payloadBytes, io, audit);
       this.#log.info('Attestation decision', {
         ...audit,
         outcome: 'accepted',
@@ -179,6 +188,11 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       });
       throw err;
     }
+  }
+
+  #legacyContext(state: ServerState) {
+    const { config, trustDomain, ekTrust, policies, policyMatch } = state;
+    return { legacyAgents: config.legacy_agents, trustDomain, pluginName: config.plugin_name, ekTrust, policies, policyMatch, now: this.#now(), randomBytes: this.#random };
   }
 
   async #attest(

@@ -20,7 +20,7 @@
 // @peculiar/x509 resolves its providers through tsyringe, which needs the Reflect metadata API installed first.
 import 'reflect-metadata';
 import { Buffer } from 'node:buffer';
-import { X509Certificate as NodeX509Certificate, timingSafeEqual } from 'node:crypto';
+import { createHash, X509Certificate as NodeX509Certificate, timingSafeEqual } from 'node:crypto';
 import {
   BasicConstraintsExtension,
   ExtendedKeyUsageExtension,
@@ -269,6 +269,27 @@ export function gceInstanceInfo(cert: X509Certificate): GceInstanceInfo | undefi
     return BigInt(`0x${Buffer.from(f[i]!.value).toString('hex')}`);
   };
   return { zone: utf8(0), projectNumber: int(1), projectId: utf8(2), instanceId: int(3), instanceName: utf8(4) };
+}
+
+/**
+ * SHA-256 of the DER of Google's vTPM EK roots (google/go-tpm-tools server/ca-certs: tpm_ek_root_1.cer, the
+ * "tpm_ek_v1_cloud_host" root, and gcp_ek_ak_ca_root.crt, the "EK/AK CA Root"). The GCE instance extension
+ * speaks for an instance only under these: any other CA an operator trusts for EKs could write it too.
+ */
+export const GOOGLE_EK_ROOT_SHA256: ReadonlySet<string> = new Set([
+  '9bd5285f8fb18502a7947e621ffd470266f49fcd3b73e19a190f690ad32a7caf',
+  '594759594b9b61524f6c8ef668f7177f7b9066bc0674f2f49fe9e052be78beb2',
+]);
+
+export function isGoogleEkRoot(root: X509Certificate): boolean {
+  return GOOGLE_EK_ROOT_SHA256.has(createHash('sha256').update(new Uint8Array(root.rawData)).digest('hex'));
+}
+
+/** The leaf's GCE instance identity when `chain` (leaf first, root last) ends at a Google EK root; else undefined. */
+export function verifiedGceInstanceInfo(chain: readonly X509Certificate[]): GceInstanceInfo | undefined {
+  const root = chain[chain.length - 1];
+  if (chain.length < 2 || root === undefined || !isGoogleEkRoot(root)) return undefined;
+  return gceInstanceInfo(chain[0]!);
 }
 
 // ---- trust store --------------------------------------------------------------------------------------------

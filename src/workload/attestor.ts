@@ -12,7 +12,8 @@
 import { statSync } from 'node:fs';
 import { Cancelled, InvalidConfig, NotConfigured, PreconditionFailed } from '../errors.js';
 import type { CoreConfig, PluginContext, WorkloadAttestor } from '../plugin/types.js';
-import { autoCandidates, buildSource, DeferredAutoSource, probeSources } from './auto.js';
+import { autoCandidates, buildSource, DeferredAutoSource, kubernetesApiSource, probeSources } from './auto.js';
+import { NamespaceLabelIndex, namespaceLabelSelectors } from './namespace-labels.js';
 import { CgroupMatchers, locateContainer, podmanSocketFor, type Located } from './cgroup.js';
 import { parseConfig, type WorkloadConfig } from './config.js';
 import { WorkloadErrorCode } from './errors.js';
@@ -28,6 +29,8 @@ interface State {
   readonly procfs: Procfs;
   readonly matchers: CgroupMatchers | undefined;
   readonly index: PodIndex | undefined;
+  /** enable_namespace_labels: the namespace label cache. */
+  readonly nsLabels: NamespaceLabelIndex | undefined;
   readonly cri: RuntimeClient | undefined;
   readonly docker: RuntimeClient | undefined;
   readonly podman: Map<string, RuntimeClient>;
@@ -75,6 +78,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     const docker = config.dockerSocket ? new DockerClient(config.dockerSocket, config.requestTimeoutMs) : undefined;
 
     let index: PodIndex | undefined;
+    let nsLabels: NamespaceLabelIndex | undefined;
     const makeIndex = (source: PodSource): PodIndex =>
       new PodIndex({
         source,
@@ -107,14 +111,24 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
         index = makeIndex(buildSource(config.podSource, config));
         await index.start();
       }
+      if (config.namespaceLabels) {
+        nsLabels = new NamespaceLabelIndex({
+          source: kubernetesApiSource(config.namespaceLabels.source, config),
+          log: log.named('namespace-labels'),
+          pollIntervalMs: config.pollIntervalMs,
+          maxStalenessMs: config.maxStalenessMs,
+        });
+        await nsLabels.start();
+      }
     } catch (err) {
+      index?.close();
       cri?.close();
       docker?.close();
       throw err;
     }
 
     const old = this.#state;
-    this.#state = { config, procfs: new Procfs(config.procPath), matchers, index, cri, docker, podman: new Map() };
+    this.#state = { config, procfs: new Procfs(config.procPath), matchers, index, nsLabels, cri, docker, podman: new Map() };
     if (old) EdgeWorkloadAttestor.#release(old);
     log.info('workload attestor configured', {
       pod_source: index ? podSourceLabel(index.source) : 'none',
@@ -122,6 +136,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
       node: config.nodeName,
       runtime_socket: config.runtimeSocket,
       docker_socket: config.dockerSocket,
+      namespace_labels: config.namespaceLabels?.source,
     });
   }
 
@@ -151,6 +166,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
 
   static #release(s: State): void {
     s.index?.close();
+    s.nsLabels?.close();
     s.cri?.close();
     s.docker?.close();
     for (const c of s.podman.values()) c.close();
@@ -243,6 +259,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     }
     const out = [...found.pod.selectors];
     if (!podOnly && found.container) out.push(...found.container.selectors);
+    if (s.nsLabels) out.push(...namespaceLabelSelectors(await s.nsLabels.labels(found.pod.pod.metadata.namespace, signal)));
     out.push(...identitySelectors(cid, located.runtime ?? found.container?.runtime, index.source.name));
     return out;
   }

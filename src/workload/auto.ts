@@ -21,7 +21,7 @@ import type { WorkloadConfig } from './config.js';
 import { edgedSource } from './edged.js';
 import { kubeletSource } from './kubelet.js';
 import { metaServerSource } from './metaserver.js';
-import type { PodListResult, PodSource, PodSourceName } from './pod-source.js';
+import type { HttpPodSource, PodListResult, PodSource, PodSourceName } from './pod-source.js';
 
 export function buildSource(name: PodSourceName, c: WorkloadConfig): PodSource {
   const common = { timeoutMs: c.requestTimeoutMs, maxBodyBytes: c.maxPodListBytes, loopbackOwnerUid: c.loopbackSourceUid };
@@ -45,17 +45,25 @@ export function buildSource(name: PodSourceName, c: WorkloadConfig): PodSource {
     case 'edged':
       return edgedSource({ host: c.edged.host, port: c.edged.port, ...common });
     case 'metaserver':
-      return metaServerSource({ url: c.metaserver.url, nodeName: c.nodeName ?? '', skipVerification: c.metaserver.skipVerification, ...(c.metaserver.tokenPath ? { tokenPath: c.metaserver.tokenPath } : {}), ...(c.metaserver.caPath ? { caPath: c.metaserver.caPath } : {}), ...common });
     case 'apiserver':
-      return apiServerSource({
-        url: c.apiserver.url ?? 'https://kubernetes.default.svc',
-        nodeName: c.nodeName ?? '',
-        tokenPath: c.apiserver.tokenPath,
-        caPath: c.apiserver.caPath,
-        skipVerification: c.apiserver.skipVerification,
-        ...common,
-      });
+      return kubernetesApiSource(name, c);
   }
+}
+
+/** The API server or MetaServer endpoint of `c` (pods, and namespaces for `enable_namespace_labels`). */
+export function kubernetesApiSource(name: 'metaserver' | 'apiserver', c: WorkloadConfig): HttpPodSource {
+  const common = { timeoutMs: c.requestTimeoutMs, maxBodyBytes: c.maxPodListBytes };
+  if (name === 'metaserver') {
+    return metaServerSource({ url: c.metaserver.url, nodeName: c.nodeName ?? '', skipVerification: c.metaserver.skipVerification, ...(c.metaserver.tokenPath ? { tokenPath: c.metaserver.tokenPath } : {}), ...(c.metaserver.caPath ? { caPath: c.metaserver.caPath } : {}), ...common });
+  }
+  return apiServerSource({
+    url: c.apiserver.url ?? 'https://kubernetes.default.svc',
+    nodeName: c.nodeName ?? '',
+    tokenPath: c.apiserver.tokenPath,
+    caPath: c.apiserver.caPath,
+    skipVerification: c.apiserver.skipVerification,
+    ...common,
+  });
 }
 
 export interface ProbeResult {

@@ -80,6 +80,9 @@ const Schema = z.strictObject({
   reload_interval: duration.optional(),
   use_new_container_locator: z.boolean().optional(),
   verbose_container_locator_logs: z.boolean().optional(),
+  enable_namespace_labels: z.boolean().optional(),
+  /** Where namespace labels come from; default: the pod source when it is one of these, else the API server if known, else MetaServer. */
+  namespace_label_source: z.enum(['apiserver', 'metaserver']).optional(),
 });
 
 /**
@@ -126,6 +129,8 @@ export interface WorkloadConfig {
   readonly missRefreshGapMs: number;
   /** SPIRE's verbose_container_locator_logs: log what the container locator saw for each PID. */
   readonly verboseLocatorLogs: boolean;
+  /** SPIRE's enable_namespace_labels: where `ns-label:` selectors come from; undefined when off. */
+  readonly namespaceLabels: { readonly source: 'apiserver' | 'metaserver' } | undefined;
   /** Settings accepted for compatibility that change nothing here, with the reason, to be logged at Configure. */
   readonly ignored: readonly { readonly key: string; readonly reason: string }[];
   readonly requestTimeoutMs: number;
@@ -279,6 +284,7 @@ export function parseConfig(raw: Record<string, unknown>, env: Readonly<Record<s
     missRetryDeadlineMs: spirePolling ? pollAttempts * pollRetryMs : ms(c.miss_retry_deadline, 30_000),
     missRefreshGapMs: spirePolling ? pollRetryMs : 50,
     verboseLocatorLogs: c.verbose_container_locator_logs === true,
+    namespaceLabels: undefined,
     ignored,
     requestTimeoutMs: ms(c.request_timeout, 10_000),
     maxPodListBytes: c.max_pod_list_bytes ?? 64 << 20,
@@ -296,6 +302,18 @@ export function parseConfig(raw: Record<string, unknown>, env: Readonly<Record<s
   };
   if (podSource === 'apiserver' && cfg.apiserver.url === undefined) {
     throw invalid('apiserver_url', 'required with pod_source = "apiserver" outside a cluster (KUBERNETES_SERVICE_HOST is not set)');
+  }
+  if (c.namespace_label_source !== undefined && c.enable_namespace_labels !== true) {
+    throw invalid('namespace_label_source', 'only means something with enable_namespace_labels = true');
+  }
+  if (c.enable_namespace_labels === true) {
+    const source =
+      c.namespace_label_source ??
+      (podSource === 'apiserver' || podSource === 'metaserver' ? podSource : cfg.apiserver.url !== undefined ? 'apiserver' : 'metaserver');
+    if (source === 'apiserver' && cfg.apiserver.url === undefined) {
+      throw invalid('namespace_label_source', 'namespace labels from the API server need apiserver_url outside a cluster (KUBERNETES_SERVICE_HOST is not set)');
+    }
+    return Object.freeze({ ...cfg, namespaceLabels: { source } });
   }
   return Object.freeze(cfg);
 }

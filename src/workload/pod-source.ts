@@ -238,7 +238,13 @@ export class HttpPodSource implements PodSource {
   }
 
   async list(signal: AbortSignal): Promise<PodListResult> {
-    const res = await this.#request(this.#opts.listPath, signal, this.#opts.timeoutMs);
+    const { json, bytes } = await this.getJson(this.#opts.listPath, signal);
+    return { ...decodePodList(json), bytes };
+  }
+
+  /** One GET of `pathAndQuery` on this source's endpoint, with its credentials, timeout and body cap. */
+  async getJson(pathAndQuery: string, signal: AbortSignal): Promise<{ json: unknown; bytes: number }> {
+    const res = await this.#request(pathAndQuery, signal, this.#opts.timeoutMs);
     const chunks: Buffer[] = [];
     let bytes = 0;
     const cap = this.#opts.maxBodyBytes;
@@ -276,7 +282,7 @@ export class HttpPodSource implements PodSource {
     } catch (err) {
       throw new MalformedInput(WorkloadErrorCode.SOURCE_BODY, `${this.name}: body is not JSON`, { fields: { source: this.name }, cause: err });
     }
-    return { ...decodePodList(json), bytes };
+    return { json, bytes };
   }
 
   async #watch(rv: string, onEvent: (e: WatchEvent) => void, onBytes: (n: number) => void, signal: AbortSignal, onOpen?: () => void): Promise<void> {

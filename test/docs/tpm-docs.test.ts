@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 import { agentConfigSchema } from '../../src/nodeattestor/agent.js';
+import { LEGACY_AGENT_SELECTOR } from '../../src/nodeattestor/legacy-attest.js';
 import { nodeSelectors } from '../../src/nodeattestor/selectors.js';
 import { serverConfigSchema } from '../../src/nodeattestor/server.js';
 import { parseConfig } from '../../src/plugin/config-schema.js';
@@ -174,7 +175,7 @@ describe('selectors table', () => {
   const rows = tableRows(section('## Selectors')).map(([selector, example]) => {
     const pattern = backticked(selector ?? '');
     if (pattern === undefined) throw new Error(`selector cell "${selector}" is not a \`selector\``);
-    return { prefix: pattern.slice(0, pattern.indexOf('<')), example: backticked(example ?? '') ?? '' };
+    return { prefix: pattern.includes('<') ? pattern.slice(0, pattern.indexOf('<')) : pattern, example: backticked(example ?? '') ?? '' };
   });
 
   it('covers exactly the selector types nodeSelectors emits from verified data', () => {
@@ -182,18 +183,25 @@ describe('selectors table', () => {
     const computed = computePcrs(log);
     const facts = deriveBootFacts(replayEventLog(log, { values: computed }, { quirks: [] }));
     const quoted = { bank: (name: string) => computed.get(name) ?? new Map() } as unknown as QuotedPcrs;
-    const selectors = nodeSelectors({
+    // A spire-tpm-plugin agent gets ekSelectors plus legacy_agent:true (legacy-attest.ts).
+    const selectors = [...nodeSelectors({
       ek: {
         pubHash: 'de6a6ba0564fc32ed137b2e2c97b39c741e87a3fbbb80bc9092b75b6dc8a2aab',
         spki: new Uint8Array(),
         via: 'certificate',
-        certificate: { manufacturer: 'id:53544D20', model: 'ST33HTPHAHB4', version: 'id:00490004', rootSubjectCn: 'STM TPM EK Root CA' },
+        certificate: {
+          manufacturer: 'id:53544D20',
+          model: 'ST33HTPHAHB4',
+          version: 'id:00490004',
+          rootSubjectCn: 'STM TPM EK Root CA',
+          gce: { projectId: 'my-project', projectNumber: '117478743145', zone: 'us-central1-a', instanceId: '4567890123456789012', instanceName: 'edge-1' },
+        },
       },
       quoted,
       selectorPcrs: undefined,
       facts,
       passedPolicies: ['golden-node'],
-    });
+    }), LEGACY_AGENT_SELECTOR];
     const prefixes = rows.map((r) => r.prefix);
     for (const value of selectors) {
       expect(prefixes.some((p) => value.startsWith(p)), `selector "${value}" is not documented`).toBe(true);
