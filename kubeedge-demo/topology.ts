@@ -196,6 +196,11 @@ export const gatewayAgent = edgeAgent;
 
 export const DEPLOYMENT = {
   pluginDir: '/opt/spire/plugins',
+  /**
+   * Set each to the sha256 of dist/bin/<plugin> that `npm run build` prints, then `npm run topology`. SPIRE refuses a
+   * plugin whose checksum does not match, so these all-zero placeholders fail loudly instead of running unchecked code.
+   */
+  pluginChecksums: { 'tpm-server': '0'.repeat(64), 'tpm-agent': '0'.repeat(64), 'edge-workload': '0'.repeat(64) } satisfies Record<OurBinary, string>,
   server: {
     port: 8081,
     healthPort: 8080,
@@ -230,7 +235,7 @@ export const DEPLOYMENT = {
 
 /** What the manifests have and the e2e tests cannot run (no Kubernetes API, no kubelet probes). */
 export const DEPLOYMENT_ONLY = [
-  'plugin_checksum: an all-zero placeholder to replace with the sha256 of the built plugin (the tests use the real one)',
+  'plugin_checksum: DEPLOYMENT.pluginChecksums, all-zero placeholders until set (the tests use the real sha256 of the built plugin)',
   'Notifier "k8sbundle" on cloud servers: writes the bundle into the spire-bundle ConfigMap (needs the Kubernetes API)',
   'health_checks: the listener the probes use',
   'KeyManager "disk" on agents, so a restart while offline keeps the agent SVID (the test helper\'s agents use "memory")',
@@ -275,8 +280,8 @@ function pluginBlock(p: PluginDecl, pluginDir: string): string[] {
   lines.push(`  ${p.type} "${p.name}" {`);
   if (p.binary) {
     lines.push(`    plugin_cmd = ${value(`${pluginDir}/${p.binary}`)}`);
-    lines.push(`    # Replace with the sha256 of dist/bin/${p.binary} that \`npm run build\` prints: SPIRE refuses a mismatch.`);
-    lines.push(`    plugin_checksum = ${value('0'.repeat(64))}`);
+    lines.push(`    # The sha256 of dist/bin/${p.binary}: DEPLOYMENT.pluginChecksums in kubeedge-demo/topology.ts.`);
+    lines.push(`    plugin_checksum = ${value(DEPLOYMENT.pluginChecksums[p.binary])}`);
   }
   lines.push('    plugin_data {', ...body(p.data, '      '), '    }', '  }');
   return lines;
