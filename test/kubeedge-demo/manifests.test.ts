@@ -7,10 +7,14 @@
  *    test/e2e/nested.test.ts and ha.test.ts run on real SPIRE, with the parameters in DEPLOYMENT;
  *  - our plugins' plugin_data validates against their schemas;
  *  - the pods mount what the confs name (EK CAs, boot policy, data dir, TPM, event log, sockets, bundle), agents use
- *    dnsPolicy Default, and every SPIRE container has resource requests and limits.
+ *    dnsPolicy Default, and every SPIRE container has resource requests and limits;
+ *  - real SPIRE accepts each embedded conf (`spire-server validate` / `spire-agent validate`), with the pod's
+ *    ConfigMap volumes laid out under a temp root at their mount paths, so our tpm-server validates its
+ *    plugin_data against the files the pod would see.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -29,6 +33,8 @@ import {
   type PluginDecl,
   type ServerRole,
 } from '../../kubeedge-demo/topology.js';
+import { builtPlugin } from '../helpers/binaries.js';
+import { NO_SPIRE_NOTE, sha256File, spireUnderTest } from '../helpers/spire.js';
 import { agentConfigSchema } from '../../src/nodeattestor/agent.js';
 import { serverConfigSchema } from '../../src/nodeattestor/server.js';
 import { parseConfig } from '../../src/plugin/config-schema.js';
@@ -40,6 +46,9 @@ const DEMO = fileURLToPath(new URL('../../kubeedge-demo/', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const KUSTOMIZE = join(ROOT, '.cache/tools/kustomize');
 const NO_KUSTOMIZE = 'not run: no .cache/tools/kustomize (npm run spire:install builds it from tools/kustomize)';
+/** Stands in for the deliberately empty trust/ek-ca placeholder, which tpm-server refuses (no certificate). */
+const FIXTURE_EK_CA = join(ROOT, 'test/fixtures/ekcerts/ca/tpm-ca-certificates/MIRROR.tpm-ca-certificates.pem');
+const spire = spireUnderTest()[0];
 
 interface K8sObject {
   apiVersion: string;
@@ -415,6 +424,55 @@ for (const k of KUSTOMIZATIONS) {
       const used = objects.filter((o) => WORKLOADS.includes(o.kind)).map((o) => podSpec(o).containers[0]!.image);
       expect([...new Set(used)].sort()).toEqual(['greeter:demo', 'spire-edge-agent:demo', 'spire-edge-server:demo']);
     });
+
+    /**
+     * The conf as SPIRE would read it in the pod: every ConfigMap volume written under `root` at its mount path, the
+     * conf's paths under those mounts (and its data dir) moved under `root`, our plugins at dist/bin with real checksums.
+     */
+    function asInPod(spec: PodSpec, text: string, ns: string, root: string): string {
+      const mounts = spec.containers[0]!.volumeMounts ?? [];
+      for (const m of mounts) {
+        mkdirSync(join(root, m.mountPath), { recursive: true });
+        const volume = spec.volumes?.find((v) => v.name === m.name);
+        if (!volume?.configMap) continue;
+        for (const [file, content] of Object.entries(data('ConfigMap', ns, volume.configMap.name))) {
+          writeFileSync(join(root, m.mountPath, file), volume.configMap.name === 'tpm-ek-ca' ? readFileSync(FIXTURE_EK_CA) : content);
+        }
+      }
+      let out = text;
+      for (const m of [...mounts].sort((a, b) => b.mountPath.length - a.mountPath.length)) out = out.replaceAll(`"${m.mountPath}`, `"${root}${m.mountPath}`);
+      return out.replace(/plugin_cmd = "\/opt\/spire\/plugins\/([\w-]+)"\n(\s*#[^\n]*\n)?(\s*)plugin_checksum = "0{64}"/g, (_all, binary: string, comment: string | undefined, indent: string) => {
+        const cmd = builtPlugin(binary);
+        return `plugin_cmd = ${JSON.stringify(cmd)}\n${comment ?? ''}${indent}plugin_checksum = "${sha256File(cmd)}"`;
+      });
+    }
+
+    it.for([...k.servers.map((s) => ({ ...s, kind: 'server' as const })), ...k.agents.map((a) => ({ ...a, kind: 'agent' as const }))])(
+      '$ns/$configMap: real SPIRE accepts it as the pod would read it (spire-$kind validate)',
+      { timeout: 60_000 },
+      ({ ns, configMap, kind, file }, ctx) => {
+        if (!spire) {
+          ctx.skip(NO_SPIRE_NOTE);
+          return;
+        }
+        const root = mkdtempSync(join(tmpdir(), 'manifests-validate-'));
+        try {
+          const { spec } = runnerOf(ns, configMap);
+          const text = asInPod(spec, confText(ns, configMap, confKey(file)), ns, root);
+          expect(text).not.toContain('/opt/spire/plugins');
+          const confPath = join(root, 'validate.conf');
+          writeFileSync(confPath, text);
+          const c = spec.containers[0]!;
+          const env = Object.fromEntries((c.env ?? []).filter((e) => e.valueFrom?.secretKeyRef).map((e) => [e.name, 'dbname=spire host=127.0.0.1']));
+          const args = ['validate', '-config', confPath, ...(c.args?.includes('-expandEnv') ? ['-expandEnv'] : [])];
+          const r = spawnSync(kind === 'server' ? spire.server : spire.agent, args, { encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...env } });
+          // spire-server validate exits 0 on an invalid file: its verdict is the line it prints.
+          expect(`${r.stdout}${r.stderr}`, `${ns}/${configMap}`).toMatch(new RegExp(`SPIRE ${kind} configuration file is valid`));
+        } finally {
+          rmSync(root, { recursive: true, force: true });
+        }
+      },
+    );
 
     if (k.dir === 'overlays/nested-edge') {
       it('the edge server gets its CA through the gateway agent on its node: same socket file, gateway-only scheduling', async () => {
