@@ -484,8 +484,10 @@ for (const k of KUSTOMIZATIONS) {
         expect(hostFile(edgeSpec, upstream['workload_api_socket']!)).toBe(hostFile(gatewaySpec, DEPLOYMENT.agent.socket));
         expect(edgeSpec.nodeSelector).toEqual(gatewaySpec.nodeSelector);
         expect(gatewaySpec.nodeSelector?.['spire.edge.example/gateway']).toBe('true');
-        const edgeAgents = find('DaemonSet', 'spire', 'spire-edge-agent');
-        expect(JSON.stringify(podSpec(edgeAgents))).toContain('"key":"spire.edge.example/gateway","operator":"DoesNotExist"');
+        // Edge agents and the demo services they serve stay off the gateway node.
+        for (const [kind, ns, name] of [['DaemonSet', 'spire', 'spire-edge-agent'], ['Deployment', 'demo', 'greeter-server'], ['Deployment', 'demo', 'greeter-client']] as const) {
+          expect(JSON.stringify(podSpec(find(kind, ns, name))), `${kind} ${name}`).toContain('"key":"spire.edge.example/gateway","operator":"DoesNotExist"');
+        }
         // Edge agents dial the edge server's port on the gateway node's host network.
         const agentConf = await decodePluginData(confText('spire', 'spire-edge-agent-config', 'agent.conf'));
         const port = Number(only(agentConf['agent'], 'agent')['server_port']);
