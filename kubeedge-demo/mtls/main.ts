@@ -1,5 +1,5 @@
 /**
- * Container entry point of the demo services (see ../README.md and ../manifests/30-demo-services.yaml).
+ * Container entry point of the demo services (see ../README.md and ../base/demo-services.yaml).
  *
  *   ROLE=server  PORT=8443 ALLOWED_CLIENT_ID=spiffe://…/sa/greeter-client
  *   ROLE=client  SERVER_URL=https://greeter-server.demo:8443/ SERVER_ID=spiffe://…/sa/greeter-server INTERVAL_MS=5000

@@ -11,19 +11,22 @@
  *  - a restart of either loses nothing that matters.
  */
 import { createHash, X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { builtPlugin, repoRoot } from '../helpers/binaries.js';
+import { edgeAgent, haServer, TRUST_DOMAIN, type AgentParams } from '../../kubeedge-demo/topology.js';
+import { repoRoot } from '../helpers/binaries.js';
+import { startFakeKubelet, type FakeKubelet } from '../helpers/edge-node.js';
 import { simulateMeasuredBoot } from '../helpers/measured-boot.js';
 import { startPostgres, type Postgres } from '../helpers/postgres.js';
-import { NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type ExternalPlugin, type SpireLogLine } from '../helpers/spire.js';
+import { NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type SpireLogLine } from '../helpers/spire.js';
 import { startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 import { startTcpSwitch, type TcpSwitch } from '../helpers/tcp-switch.js';
+import { agentRoleOptions, serverRoleOptions } from '../helpers/topology.js';
 
 const GOLDEN_LOG = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
-const TD = 'edge.example';
+const TD = TRUST_DOMAIN;
 const AGENT_TTL_S = 20;
 // Topology tests run on the newest pinned SPIRE (SPIRE_TOPOLOGY_ALL=1: every install).
 const installs = spireUnderTest();
@@ -53,12 +56,21 @@ describe.each(targets.map((s) => [s.version, s] as const))('HA cloud servers on 
   const stops: Array<() => Promise<void>> = [];
   const policyPath = () => join(work, 'policy.yaml');
 
-  const tpmServer = (): ExternalPlugin => ({
-    type: 'NodeAttestor',
-    name: 'tpm',
-    cmd: builtPlugin('tpm-server'),
-    data: { ek_ca_path: [join(work, 'ek-ca.pem')], policy_path: policyPath() },
-  });
+  /** The node's pod source: the agents run the edge agent role of kubeedge-demo/topology.ts, edge-workload included. */
+  let kubelet: FakeKubelet;
+  // The roles of kubeedge-demo/topology.ts (what the ha-postgres overlay deploys), with temp paths and short TTLs.
+  const agentParams = (t: SwtpmHandle, node: string): AgentParams => {
+    const tpmWorkDir = join(work, `tpm-work-${node}`);
+    mkdirSync(tpmWorkDir, { recursive: true });
+    return {
+      tpmTcti: t.tcti,
+      eventLogPath: join(work, 'bbm'),
+      tpmWorkDir,
+      podSource: { kind: 'kubelet', host: '127.0.0.1', securePort: kubelet.port, caPath: kubelet.caPath, tokenPath: kubelet.tokenPath },
+      nodeName: { name: node },
+      maxStaleness: '1h',
+    };
+  };
   const decisions = (_s: SpireServer, outcome: string) => (l: SpireLogLine) => l.msg === 'Attestation decision' && l['agent_id'] === agentId && l['outcome'] === outcome;
 
   beforeAll(async () => {
@@ -75,18 +87,20 @@ describe.each(targets.map((s) => [s.version, s] as const))('HA cloud servers on 
     const { createPolicyCommand } = await import('../../src/cli/policy-create.js');
     writeFileSync(policyPath(), createPolicyCommand(log, { pcrs: [0, 2, 4, 7], name: 'golden' }));
     writeFileSync(join(work, 'golden.yaml'), readFileSync(policyPath()));
+    kubelet = await startFakeKubelet(join(work, 'kubelet'), () => []);
+    stops.push(() => kubelet.close());
 
     for (const name of ['cloud-1', 'cloud-2']) {
       // One after the other: the first creates the schema.
-      const s = await SpireServer.start({
-        spire,
-        dir: join(work, name),
-        trustDomain: TD,
-        agentTtl: `${AGENT_TTL_S}s`,
-        keyManager: 'disk',
-        dataStore: { database_type: 'postgres', connection_string: pg.connectionString('spire') },
-        plugins: [tpmServer()],
+      const dir = join(work, name);
+      const role = haServer({
+        dataDir: join(dir, 'data'),
+        ekCaPaths: [join(work, 'ek-ca.pem')],
+        policyPath: policyPath(),
+        ttl: { ca: '24h', agent: `${AGENT_TTL_S}s`, svid: '1h' },
+        postgres: pg.connectionString('spire'),
       });
+      const s = await SpireServer.start({ spire, dir, ...serverRoleOptions(role) });
       servers.push(s);
       stops.push(() => s.stop());
     }
@@ -103,10 +117,7 @@ describe.each(targets.map((s) => [s.version, s] as const))('HA cloud servers on 
       dir: join(work, 'agent'),
       server: servers[0]!,
       serverPort: lb.port,
-      plugins: [
-        { type: 'NodeAttestor', name: 'tpm', cmd: builtPlugin('tpm-agent'), data: { tpm_tcti: tpm.tcti, event_log_path: join(work, 'bbm') } },
-        { type: 'WorkloadAttestor', name: 'unix', data: {} },
-      ],
+      ...agentRoleOptions(edgeAgent(agentParams(tpm, 'edge-1'))),
     });
     stops.push(() => agent.stop());
     agentId = `spiffe://${TD}/spire/agent/tpm/${ekHash(tpm.ekCertRsaDer)}`;
@@ -163,10 +174,7 @@ describe.each(targets.map((s) => [s.version, s] as const))('HA cloud servers on 
         dir: join(work, `probe-${name}-${Date.now()}`),
         server: s,
         waitReady: false,
-        plugins: [
-          { type: 'NodeAttestor', name: 'tpm', cmd: builtPlugin('tpm-agent'), data: { tpm_tcti: probeTpm.tcti, event_log_path: join(work, 'bbm') } },
-          { type: 'WorkloadAttestor', name: 'unix', data: {} },
-        ],
+        ...agentRoleOptions(edgeAgent(agentParams(probeTpm, `probe-${name}`))),
       });
       try {
         const outcome = await Promise.race([

@@ -15,18 +15,20 @@
  */
 import { type ChildProcess } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { builtPlugin, repoRoot } from '../helpers/binaries.js';
+import { cloudServer, EDGE_SERVER_WORKLOAD, edgeAgent, edgeServer, gatewayAgent, TRUST_DOMAIN, type AgentParams, type ServerParams } from '../../kubeedge-demo/topology.js';
+import { repoRoot } from '../helpers/binaries.js';
 import { makePod, PodCgroups, startFakeKubelet, type FakeKubelet, type Pod } from '../helpers/edge-node.js';
 import { simulateMeasuredBoot } from '../helpers/measured-boot.js';
-import { freePort, NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type ExternalPlugin, type SpireLogLine } from '../helpers/spire.js';
+import { freePort, NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type SpireLogLine } from '../helpers/spire.js';
 import { startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
+import { agentRoleOptions, serverRoleOptions } from '../helpers/topology.js';
 
 const GOLDEN_LOG = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
-const TD = 'edge.example';
+const TD = TRUST_DOMAIN;
 /** The edge server's CA lifetime: the longest the edge can run without the cloud. Short, so the test sees the end. */
 const EDGE_CA_TTL_S = 60;
 const EDGE_SVID_TTL_S = 10;
@@ -75,21 +77,27 @@ describe.each(targets.map((s) => [s.version, s] as const))('nested SPIRE at the 
   const tpms: SwtpmHandle[] = [];
   const cgroups = new PodCgroups();
   const stops: Array<() => Promise<void>> = [];
-  const edgeServerPod = makePod({ name: 'spire-server', namespace: 'spire-edge', serviceAccount: 'spire-server' }, 'edge-gw');
+  const edgeServerPod = makePod({ name: 'spire-server', namespace: EDGE_SERVER_WORKLOAD.namespace, serviceAccount: EDGE_SERVER_WORKLOAD.serviceAccount }, 'edge-gw');
   const greeterServer = makePod({ name: 'greeter-server', namespace: 'demo', serviceAccount: 'greeter-server' }, 'edge-b');
   const greeterClient = makePod({ name: 'greeter-client', namespace: 'demo', serviceAccount: 'greeter-client' }, 'edge-c');
   const idOf = (p: Pod) => `spiffe://${TD}/ns/${p.namespace}/sa/${p.serviceAccount}`;
   let mtls: { server: ChildProcess; client: ChildProcess; clientLog: Array<Record<string, unknown>>; serverLog: Array<Record<string, unknown>> };
   let cloudRootPem: string;
 
-  const tpmServer = (): ExternalPlugin => ({ type: 'NodeAttestor', name: 'tpm', cmd: builtPlugin('tpm-server'), data: { ek_ca_path: [join(work, 'ek-ca.pem')], policy_path: join(work, 'policy.yaml') } });
-  const tpmAgent = (tpm: SwtpmHandle): ExternalPlugin => ({ type: 'NodeAttestor', name: 'tpm', cmd: builtPlugin('tpm-agent'), data: { tpm_tcti: tpm.tcti, event_log_path: join(work, 'bbm') } });
-  const workload = (k: FakeKubelet, node: string): ExternalPlugin => ({
-    type: 'WorkloadAttestor',
-    name: 'k8s',
-    cmd: builtPlugin('edge-workload'),
-    data: { pod_source: 'kubelet', kubelet_host: '127.0.0.1', kubelet_secure_port: k.port, kubelet_ca_path: k.caPath, kubelet_token_path: k.tokenPath, node_name: node, max_staleness: '1h' },
-  });
+  // The roles of kubeedge-demo/topology.ts (what the manifests deploy), with temp paths, loopback ports, short TTLs.
+  const serverParams = (dir: string, ttl: ServerParams['ttl']): ServerParams => ({ dataDir: join(dir, 'data'), ekCaPaths: [join(work, 'ek-ca.pem')], policyPath: join(work, 'policy.yaml'), ttl });
+  const agentParams = (tpm: SwtpmHandle, k: FakeKubelet, node: string): AgentParams => {
+    const tpmWorkDir = join(work, `tpm-work-${node}`);
+    mkdirSync(tpmWorkDir, { recursive: true });
+    return {
+      tpmTcti: tpm.tcti,
+      eventLogPath: join(work, 'bbm'),
+      tpmWorkDir,
+      podSource: { kind: 'kubelet', host: '127.0.0.1', securePort: k.port, caPath: k.caPath, tokenPath: k.tokenPath },
+      nodeName: { name: node },
+      maxStaleness: '1h',
+    };
+  };
 
   async function fetchSvid(pod: Pod, agent: SpireAgent, timeoutMs = 20_000): Promise<{ ok: boolean; spiffeId?: string; certChainPem?: string; bundlePem?: string; code?: number }> {
     const child = cgroups.spawn(pod, process.execPath, ['--import', 'tsx', join(repoRoot, 'test/helpers/workload-fetch.ts')], {
@@ -119,38 +127,38 @@ describe.each(targets.map((s) => [s.version, s] as const))('nested SPIRE at the 
     }
 
     // ---- cloud ----
-    cloud = await SpireServer.start({ spire, dir: join(work, 'cloud'), trustDomain: TD, keyManager: 'disk', agentTtl: '10m', plugins: [tpmServer()] });
+    const cloudDir = join(work, 'cloud');
+    cloud = await SpireServer.start({ spire, dir: cloudDir, ...serverRoleOptions(cloudServer(serverParams(cloudDir, { ca: '24h', agent: '10m', svid: '1h' }))) });
     stops.push(() => cloud.stop());
     cloudRootPem = await cloud.bundlePem();
-    gateway = await SpireAgent.start({ spire, dir: join(work, 'gateway'), server: cloud, plugins: [tpmAgent(tpms[0]!), workload(kubelets[0]!, 'edge-gw')] });
+    gateway = await SpireAgent.start({ spire, dir: join(work, 'gateway'), server: cloud, ...agentRoleOptions(gatewayAgent(agentParams(tpms[0]!, kubelets[0]!, 'edge-gw'))) });
     stops.push(() => gateway.stop());
     const gatewayId = `spiffe://${TD}/spire/agent/tpm/${ekHash(tpms[0]!.ekCertRsaDer)}`;
-    await cloud.createEntry(['-parentID', gatewayId, '-spiffeID', `spiffe://${TD}/edge/spire-server`, '-selector', 'k8s:ns:spire-edge', '-selector', 'k8s:sa:spire-server', '-downstream']);
+    await cloud.createEntry(['-parentID', gatewayId, '-spiffeID', `spiffe://${TD}${EDGE_SERVER_WORKLOAD.spiffeIdPath}`, '-selector', `k8s:ns:${EDGE_SERVER_WORKLOAD.namespace}`, '-selector', `k8s:sa:${EDGE_SERVER_WORKLOAD.serviceAccount}`, '-downstream']);
     // The downstream entry must reach the gateway's cache before the edge server asks for its CA.
     for (let i = 0; i < 60 && !(await fetchSvid(edgeServerPod, gateway, 3000)).ok; i++) await sleep(500);
 
     // ---- edge server, in a pod on the gateway node ----
     const edgePort = await freePort();
+    const edgeDir = join(work, 'edge');
     edge = await SpireServer.start({
       spire,
-      dir: join(work, 'edge'),
-      trustDomain: TD,
+      dir: edgeDir,
       port: edgePort,
-      caTtl: `${EDGE_CA_TTL_S}s`,
-      defaultX509SvidTtl: `${EDGE_SVID_TTL_S}s`,
-      agentTtl: `${EDGE_AGENT_TTL_S}s`,
-      keyManager: 'disk',
       launch: (cmd, args, opts) => cgroups.spawn(edgeServerPod, cmd, args, opts),
-      plugins: [
-        tpmServer(),
-        { type: 'UpstreamAuthority', name: 'spire', data: { server_address: '127.0.0.1', server_port: String(cloud.port), workload_api_socket: gateway.socketPath } },
-      ],
+      ...serverRoleOptions(
+        edgeServer({
+          ...serverParams(edgeDir, { ca: `${EDGE_CA_TTL_S}s`, agent: `${EDGE_AGENT_TTL_S}s`, svid: `${EDGE_SVID_TTL_S}s` }),
+          upstream: { address: '127.0.0.1', port: cloud.port },
+          gatewayAgentSocket: gateway.socketPath,
+        }),
+      ),
     });
     stops.push(() => edge.stop());
 
     // ---- edge agents B and C, and their workloads ----
     for (const [i, pod, node] of [[1, greeterServer, 'edge-b'], [2, greeterClient, 'edge-c']] as const) {
-      const a = await SpireAgent.start({ spire, dir: join(work, `edge-agent-${node}`), server: edge, plugins: [tpmAgent(tpms[i]!), workload(kubelets[i]!, node)] });
+      const a = await SpireAgent.start({ spire, dir: join(work, `edge-agent-${node}`), server: edge, ...agentRoleOptions(edgeAgent(agentParams(tpms[i]!, kubelets[i]!, node))) });
       edgeAgents.push(a);
       stops.push(() => a.stop());
       const agentId = `spiffe://${TD}/spire/agent/tpm/${ekHash(tpms[i]!.ekCertRsaDer)}`;

@@ -1,6 +1,6 @@
 /**
  * kubeedge-demo/mtls/main.ts as the containers run it: two processes configured only through the environment
- * (as in manifests/30-demo-services.yaml), each with its own fake SPIRE agent socket, talking mTLS on loopback.
+ * (as in kubeedge-demo/base/demo-services.yaml), each with its own fake SPIRE agent socket, talking mTLS on loopback.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
