@@ -9,6 +9,7 @@ import type { BootFacts } from '../tpm/bootfacts.js';
 import type { VerifiedEvents } from '../tpm/replay.js';
 import { HashAlg } from '../tpm/alg.js';
 import type { PcrSelection } from '../tpm/pcrs.js';
+import type { PolicyReport } from './decision-event.js';
 
 export type PolicyMatch = 'any' | 'all' | 'report';
 
@@ -52,13 +53,17 @@ export function checkPoliciesAgainstSelection(policies: readonly MeasuredBootPol
   }
 }
 
-/** Returns the names of the policies the node passed, or throws PERMISSION_DENIED per `match`. */
+/**
+ * Returns the names of the policies the node passed, or throws PERMISSION_DENIED per `match`. `report`, when given,
+ * receives every passed and failed policy before any refusal, so decision events can name them all.
+ */
 export function enforcePolicies(
   policies: readonly MeasuredBootPolicy[],
   match: PolicyMatch,
   facts: BootFacts | undefined,
   verified: VerifiedEvents | undefined,
   node: string,
+  report?: PolicyReport,
 ): string[] {
   if (policies.length === 0) return [];
   if (!facts || !verified) {
@@ -69,8 +74,12 @@ export function enforcePolicies(
   }
   const results = evaluatePolicies(policies, facts, verified);
   const passed = results.filter((r) => r.passed).map((r) => r.policy);
-  if (match === 'report') return passed;
   const failed = results.filter((r) => !r.passed);
+  if (report) {
+    report.passed = passed;
+    report.failed = failed.map((r) => ({ policy: r.policy, rules: r.violations.map((v) => v.rule) }));
+  }
+  if (match === 'report') return passed;
   if (match === 'all' && failed.length > 0) throw failed[0]!.violations[0]!;
   if (match === 'any' && passed.length === 0) {
     if (failed.length === 1) throw failed[0]!.violations[0]!;

@@ -29,6 +29,8 @@ import { BoundedCache } from './bounded-cache.js';
 import { NonceStore } from './nonce-store.js';
 import { nodeSelectors } from './selectors.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
+import { describeFailedPolicies, type PolicyReport } from './decision-event.js';
+import { DecisionEvents, decisionEventsSchema, recordDecision } from './event-sinks.js';
 
 /** Firmware and boot loader (0-7), GRUB or systemd-boot command lines and files (8, 9). */
 export const DEFAULT_PCR_SELECTION = 'sha256:0,1,2,3,4,5,6,7,8,9';
@@ -54,6 +56,8 @@ export const serverConfigSchema = z
     nonce_ttl: duration().default(60_000),
     /** The plugin name in SPIRE's config; agent IDs are /spire/agent/<name>/<ek hash>. */
     plugin_name: z.string().regex(/^[A-Za-z0-9._-]+$/).default('tpm'),
+    /** Decision events (docs/revocation.md): JSONL file and/or HTTPS webhook sinks. */
+    decision_events: decisionEventsSchema.optional(),
   })
   .refine((c) => c.ek_ca_path !== undefined || (c.ek_hash_allowlist !== undefined && c.ek_hash_allowlist.length > 0), {
     message: 'set ek_ca_path, ek_hash_allowlist or both: without either no EK could be trusted',
@@ -76,6 +80,7 @@ interface ServerState {
   readonly nonces: NonceStore;
   /** Boot facts are a pure function of the log bytes and which PCRs verified: derive once per distinct boot. */
   readonly bootFacts: BoundedCache<string, BootFacts>;
+  readonly events: DecisionEvents | undefined;
 }
 
 const BOOT_FACTS_CACHE_ENTRIES = 1024;
@@ -95,7 +100,9 @@ export class TpmServerAttestor implements ServerNodeAttestor {
   }
 
   async configure(raw: Record<string, unknown>, core: CoreConfig): Promise<void> {
+    const previous = this.#state;
     this.#state = await this.#load(raw, core);
+    void previous?.events?.close(); // its queued events are still written
   }
 
   async validate(raw: Record<string, unknown>, core: CoreConfig): Promise<string[]> {
@@ -134,6 +141,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       policyMatch: config.policy_match,
       nonces,
       bootFacts: new BoundedCache(BOOT_FACTS_CACHE_ENTRIES),
+      events: config.decision_events ? await DecisionEvents.load(config.decision_events, this.#log.named('events'), this.#readFile) : undefined,
     };
   }
 
@@ -141,20 +149,27 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const state = this.#state;
     if (!state) throw new NotConfigured('ERR_NOT_CONFIGURED', 'tpm server attestor is not configured');
     const started = performance.now();
+    const startedAt = this.#now();
     const audit: Record<string, string | number | boolean | undefined> = { node_hint: io.untrustedForwardedHost };
+    const policies: PolicyReport = { passed: [], failed: [] };
+    const event = { audit, policies, policyMatch: state.policyMatch, startedAt };
     try {
-      const attributes = await this.#attest(state, payloadBytes, io, audit);
+      const attributes = await this.#attest(state, payloadBytes, io, audit, policies);
       this.#log.info('Attestation decision', {
         ...audit,
         outcome: 'accepted',
+        policies_failed: describeFailedPolicies(policies.failed),
         duration_ms: Math.round(performance.now() - started),
       });
+      recordDecision(state.events, this.#log, { ...event, outcome: 'accepted', decidedAt: this.#now() });
       return attributes;
     } catch (err) {
       const fields = isAttestorError(err) ? err.fields : {};
+      recordDecision(state.events, this.#log, { ...event, outcome: 'refused', error: err, decidedAt: this.#now() });
       this.#log.warn('Attestation decision', {
         ...audit,
         outcome: 'refused',
+        policies_failed: describeFailedPolicies(policies.failed),
         code: isAttestorError(err) ? err.code : 'ERR_INTERNAL',
         rule: typeof fields['rule'] === 'string' ? fields['rule'] : undefined,
         reason: (err as Error).message,
@@ -169,6 +184,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     payloadBytes: Uint8Array,
     io: ServerAttestIo,
     audit: Record<string, string | number | boolean | undefined>,
+    policyReport: PolicyReport,
   ): Promise<AgentAttributes> {
     // 1. Parse everything the agent sent; nothing here is trusted yet.
     const payload = decodePayload(payloadBytes);
@@ -243,7 +259,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       audit['secure_boot'] = facts.secureBoot.state;
       if (verified.appliedQuirks.length) audit['quirks'] = verified.appliedQuirks.map((q) => q.id).join(',');
     }
-    const passedPolicies = enforcePolicies(state.policies, state.policyMatch, facts, verified, node);
+    const passedPolicies = enforcePolicies(state.policies, state.policyMatch, facts, verified, node, policyReport);
     if (passedPolicies.length) audit['policies'] = passedPolicies.join(',');
 
     const selectorValues = nodeSelectors({
