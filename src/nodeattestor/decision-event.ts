@@ -168,8 +168,13 @@ export function buildDecisionEvent(input: DecisionInput): DecisionEvent {
     }
   } else {
     const { claim, value } = refusedClaim(code, rule);
-    // Reaching boot policy means the TPM evidence itself verified.
-    if (claim === 'executables' || claim === 'configuration') set('hardware', Ar4si.AFFIRMING, 'credential activated and quote verified');
+    // Reaching boot policy means the TPM evidence itself verified; enrolment is consulted after everything else.
+    if (claim === 'executables' || claim === 'configuration' || code?.startsWith('ERR_ENROLMENT')) set('hardware', Ar4si.AFFIRMING, 'credential activated and quote verified');
+    if (code?.startsWith('ERR_ENROLMENT')) {
+      const bootDetail = policies.passed.length ? `policies passed: ${policies.passed.join(', ')}` : 'no boot policy configured';
+      set('configuration', Ar4si.AFFIRMING, bootDetail);
+      set('executables', Ar4si.AFFIRMING, bootDetail);
+    }
     set(claim, value, `${rule ?? code}: ${reason}`);
   }
   const worst = Math.max(...Object.values(appraisal).map((a) => a.value));

@@ -31,6 +31,7 @@ import { nodeSelectors } from './selectors.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
 import { describeFailedPolicies, type PolicyReport } from './decision-event.js';
 import { DecisionEvents, decisionEventsSchema, recordDecision } from './event-sinks.js';
+import { EnrolmentGate } from './enrolment.js';
 
 /** Firmware and boot loader (0-7), GRUB or systemd-boot command lines and files (8, 9). */
 export const DEFAULT_PCR_SELECTION = 'sha256:0,1,2,3,4,5,6,7,8,9';
@@ -58,10 +59,15 @@ export const serverConfigSchema = z
     plugin_name: z.string().regex(/^[A-Za-z0-9._-]+$/).default('tpm'),
     /** Decision events (docs/revocation.md): JSONL file and/or HTTPS webhook sinks. */
     decision_events: decisionEventsSchema.optional(),
+    /** required: a verified node is admitted only once its EK is approved in the enrolment store. */
+    enrolment: z.enum(['required', 'off']).default('off'),
+    /** The enrolment store (JSON, hot-reloaded; src/nodeattestor/enrolment.ts). */
+    enrolment_path: z.string().min(1).optional(),
   })
   .refine((c) => c.ek_ca_path !== undefined || (c.ek_hash_allowlist !== undefined && c.ek_hash_allowlist.length > 0), {
     message: 'set ek_ca_path, ek_hash_allowlist or both: without either no EK could be trusted',
-  });
+  })
+  .refine((c) => c.enrolment === 'off' || c.enrolment_path !== undefined, { message: 'enrolment = "required" needs enrolment_path' });
 export type TpmServerConfig = z.output<typeof serverConfigSchema>;
 
 export interface TpmServerOptions {
@@ -81,6 +87,7 @@ interface ServerState {
   /** Boot facts are a pure function of the log bytes and which PCRs verified: derive once per distinct boot. */
   readonly bootFacts: BoundedCache<string, BootFacts>;
   readonly events: DecisionEvents | undefined;
+  readonly enrolment: EnrolmentGate | undefined;
 }
 
 const BOOT_FACTS_CACHE_ENTRIES = 1024;
@@ -123,6 +130,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       hashAllowlist: config.ek_hash_allowlist ?? [],
     });
     const policies = config.policy_path ? await loadPolicies(config.policy_path, this.#readFile) : [];
+    const enrolment = config.enrolment === 'required' ? new EnrolmentGate(config.enrolment_path!, this.#now) : undefined;
+    await enrolment?.check();
     checkPoliciesAgainstSelection(policies, selection);
     if (config.policy_path && !config.require_event_log) {
       this.#log.warn('policy_path is set but require_event_log is false: nodes without an event log skip boot policies');
@@ -141,6 +150,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       policyMatch: config.policy_match,
       nonces,
       bootFacts: new BoundedCache(BOOT_FACTS_CACHE_ENTRIES),
+      enrolment,
       events: config.decision_events ? await DecisionEvents.load(config.decision_events, this.#log.named('events'), this.#readFile) : undefined,
     };
   }
@@ -269,6 +279,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       facts,
       passedPolicies,
     });
+    // Last: only a node that proved its TPM and passed policy is recorded as pending, or admitted.
+    await state.enrolment?.admit(ek.pubHash, agentId, audit);
     return { spiffeId: agentId, selectorValues, canReattest: true };
   }
 }

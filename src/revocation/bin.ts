@@ -3,7 +3,14 @@
 import { main } from './main.js';
 
 const controller = new AbortController();
-for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => controller.abort());
+const running = process.argv[2] === 'run';
+for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+  process.once(sig, () => {
+    controller.abort();
+    // Only `run` stops gracefully; a one-shot command (approve, status) is simply ended.
+    if (!running) process.exit(sig === 'SIGTERM' ? 143 : 130);
+  });
+}
 
 void main(process.argv.slice(2), {
   stdout: (t) => void process.stdout.write(t),
