@@ -75,6 +75,8 @@ export interface EventStats {
 interface Sink {
   readonly name: string;
   write(line: string): Promise<void>;
+  /** Picks up work a previous process left (the webhook's on-disk queue). */
+  resume?(): void;
   close(): Promise<void>;
 }
 
@@ -142,6 +144,11 @@ export class DecisionEvents {
     if (config.file) events.#sinks.push(new FileSink(config.file));
     if (config.webhook) events.#sinks.push(new WebhookSink(config.webhook, log, (reason) => events.#dropped(reason, 1)));
     return events;
+  }
+
+  /** Called once the configuration is in force (not by validate): delivers what an earlier process queued. */
+  start(): void {
+    for (const sink of this.#sinks) sink.resume?.();
   }
 
   /** Never throws, never waits. */
@@ -296,6 +303,12 @@ export class WebhookSink implements Sink {
     this.#queued++;
     this.#sending ??= this.#sendLoop().finally(() => (this.#sending = undefined));
     this.#wake?.();
+  }
+
+  resume(): void {
+    this.#sending ??= this.#sendLoop()
+      .catch((err: Error) => this.#log.error('Decision event webhook: cannot read the queue', { queue_dir: this.#config.queue_dir, error: err.message }))
+      .finally(() => (this.#sending = undefined));
   }
 
   async #sendLoop(): Promise<void> {

@@ -110,6 +110,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const previous = this.#state;
     this.#state = await this.#load(raw, core);
     void previous?.events?.close(); // its queued events are still written
+    this.#state.events?.start();
   }
 
   async validate(raw: Record<string, unknown>, core: CoreConfig): Promise<string[]> {

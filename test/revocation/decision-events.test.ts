@@ -293,6 +293,32 @@ describe('HTTPS webhook sink', () => {
     await hook.close();
   }, 60_000);
 
+  it('events a previous process left in the on-disk queue are delivered at Configure, without a new decision', async () => {
+    const got: string[] = [];
+    const hook = await startHttps(pki, (req, res) => {
+      let body = '';
+      req.setEncoding('utf8').on('data', (d: string) => (body += d));
+      req.on('end', () => {
+        got.push((JSON.parse(body) as DecisionEvent).event_id);
+        res.writeHead(204).end();
+      });
+    });
+    const queueDir = join(work, 'hook-queue-left');
+    mkdirSync(queueDir, { recursive: true });
+    for (const id of ['left-1', 'left-2']) writeFileSync(join(queueDir, `000000000000001-00000000${id.slice(-1)}-${id}.json`), JSON.stringify({ event_id: id }) + '\n');
+    const server = new TpmServerAttestor(logger().log);
+    await server.configure(
+      { ek_ca_path: join(work, 'ca.pem'), decision_events: { webhook: { url: `https://127.0.0.1:${hook.port}/`, queue_dir: queueDir, ca_path: join(work, 'hook-ca.pem') } } },
+      core,
+    );
+    const deadline = Date.now() + 10_000;
+    while (got.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(got).toEqual(['left-1', 'left-2']);
+    expect(readdirSync(queueDir).filter((f) => f.endsWith('.json'))).toEqual([]);
+    await server.configure({ ek_ca_path: join(work, 'ca.pem') }, core);
+    await hook.close();
+  }, 30_000);
+
   it('rejects a plain http:// URL at Configure', async () => {
     const server = new TpmServerAttestor(logger().log);
     await expect(
