@@ -58,6 +58,19 @@ export const revokerConfigSchema = z.strictObject({
       max: duration().default(30_000),
     })
     .default({ initial: 500, max: 30_000 }),
+  /** Receive tpm-server's webhook (mTLS) and append each event to events_file. */
+  webhook_listen: z
+    .strictObject({
+      /** host:port; port 0 picks a free one (logged). */
+      address: z.string().regex(/^.+:\d{1,5}$/, 'expected host:port'),
+      cert_path: z.string().min(1),
+      key_path: z.string().min(1),
+      /** Roots a sender's client certificate must chain to (for example the SPIRE trust bundle). */
+      client_ca_path: z.string().min(1),
+      /** If set, the sender's certificate must carry one of these URI SANs (SPIFFE IDs). */
+      allowed_client_ids: z.array(z.string().startsWith('spiffe://')).default([]),
+    })
+    .optional(),
   /** How often to look for new lines when the file has none. */
   poll_interval: duration().default(250),
 });

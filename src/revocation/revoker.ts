@@ -10,27 +10,15 @@
  */
 import { mkdir, open, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from '../plugin/config-schema.js';
 import type { Logger } from '../plugin/types.js';
 import type { RevokerConfig } from './config.js';
 import { isTransientKube, kubeStatus, type NodeFence } from './kube.js';
 import { isTransient, type AgentRecord, type SpireAgentApi } from './spire-api.js';
 import { EventTail } from './tail.js';
+import { eventSchema, type RevokerEvent } from './event.js';
+import { startReceiver } from './receiver.js';
 
-/** The fields of a decision event the revoker relies on; anything else in the line is ignored. */
-const eventSchema = z.object({
-  version: z.literal(1),
-  type: z.literal('spire-edge.attestation.decision'),
-  event_id: z.string().min(1).max(128),
-  outcome: z.enum(['accepted', 'refused']),
-  status: z.string(),
-  agent_id: z.string().startsWith('spiffe://').max(2048).optional(),
-  ek_hash: z.string().regex(/^[0-9a-f]{64}$/).optional(),
-  code: z.string().max(128).optional(),
-  rule: z.string().max(4096).optional(),
-  decided_at: z.string(),
-});
-export type RevokerEvent = z.output<typeof eventSchema>;
+export { eventSchema, type RevokerEvent } from './event.js';
 
 export type AuditResult = 'done' | 'already' | 'dry_run' | 'not_found' | 'no_node' | 'failed' | 'skipped' | 'disabled';
 
@@ -136,6 +124,8 @@ export class Revoker {
     await this.#prepare();
     const position = await this.#tail.load();
     this.#log.info('Revoker started', { events_file: this.#config.events_file, resume: position ? JSON.stringify(position) : 'start', dry_run: this.#config.dry_run });
+    const receiver = this.#config.webhook_listen ? await startReceiver(this.#config, this.#log) : undefined;
+    signal.addEventListener('abort', () => void receiver?.close(), { once: true });
     while (!signal.aborted) {
       const handled = await this.drain().catch((err: unknown) => {
         if (err instanceof Aborted) return 0;
