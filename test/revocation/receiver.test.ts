@@ -37,10 +37,10 @@ const refusal = (id: string) =>
     verifierBuild: 'test',
   });
 
-function post(body: string, withClientCert: boolean): Promise<number> {
+function post(body: string, withClientCert: boolean, to = () => port): Promise<number> {
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: '127.0.0.1', port, method: 'POST', path: '/', ca: pki.caPem, ...(withClientCert ? { cert: pki.clientCertPem, key: pki.clientKeyPem } : {}) },
+      { host: '127.0.0.1', port: to(), method: 'POST', path: '/', ca: pki.caPem, ...(withClientCert ? { cert: pki.clientCertPem, key: pki.clientKeyPem } : {}) },
       (res) => {
         res.resume();
         res.on('end', () => resolve(res.statusCode ?? 0));
@@ -131,5 +131,29 @@ describe('webhook receiver', () => {
     expect(await post(JSON.stringify({ ...refusal('v2'), version: 2 }), true)).toBe(400);
     expect(readFileSync(join(work, 'received.jsonl'), 'utf8')).toBe(before);
     expect(logs.filter((l) => l['@message'] === 'Webhook: body is not a decision event')).toHaveLength(2);
+  });
+
+  it('with allowed_client_ids, a client certificate from the CA but without an allowed SPIFFE ID gets 403', async () => {
+    const local: Record<string, unknown>[] = [];
+    const stop = new AbortController();
+    const config = revokerConfigSchema.parse({
+      events_file: join(work, 'received-strict.jsonl'),
+      state_dir: join(work, 'state-strict'),
+      webhook_listen: {
+        address: '127.0.0.1:0',
+        cert_path: join(work, 'server.pem'),
+        key_path: join(work, 'server.key'),
+        client_ca_path: join(work, 'ca.pem'),
+        allowed_client_ids: ['spiffe://edge.example/spire/server'],
+      },
+    });
+    const run = new Revoker({ config, log: createLogger({ module: 'strict', level: 'debug', sink: (l) => local.push(JSON.parse(l)) }) }).run(stop.signal);
+    const deadline = Date.now() + 10_000;
+    while (!local.some((l) => l['@message'] === 'Webhook receiver listening') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const strictPort = Number(String(local.find((l) => l['@message'] === 'Webhook receiver listening')!['address']).split(':')[1]);
+    expect(await post(JSON.stringify(refusal('strict-1')), true, () => strictPort)).toBe(403);
+    expect(local.find((l) => l['@message'] === 'Webhook: client not allowed')).toMatchObject({ client_ids: '(none)' });
+    stop.abort();
+    await run;
   });
 });
