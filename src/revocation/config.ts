@@ -11,6 +11,7 @@ export const DEFAULT_TAINT_KEY = 'attestation.spiffe.io/untrusted';
 /** Node label carrying the EK hash; label values are at most 63 characters, so it holds the first 63 hex digits. */
 export const EK_HASH_LABEL = 'attestation.spiffe.io/ek-hash';
 export const EK_HASH_LABEL_CHARS = 63;
+export const DEFAULT_IGNORE_CODES = ['ERR_ENROLMENT_PENDING', 'ERR_ENROLMENT_STORE', 'ERR_ENROLMENT_LOCKED', 'ERR_NONCE_EXPIRED', 'ERR_NONCE_UNKNOWN', 'ERR_INTERNAL'];
 
 export const revokerConfigSchema = z.strictObject({
   /** The JSONL file tpm-server writes (decision_events.file.path). */
@@ -19,8 +20,11 @@ export const revokerConfigSchema = z.strictObject({
   state_dir: z.string().min(1),
   /** Log and audit what would be done, change nothing. */
   dry_run: z.boolean().default(false),
-  /** Refusal codes that are not evidence of compromise: never acted on. */
-  ignore_codes: z.array(z.string().regex(/^ERR_[A-Z0-9_]+$/)).default(['ERR_ENROLMENT_PENDING', 'ERR_NONCE_EXPIRED', 'ERR_NONCE_UNKNOWN']),
+  /**
+   * Refusal codes that are not evidence against the node, never acted on: a new node awaiting approval, a slow or
+   * retried response, and failures on the server's side (enrolment store unreadable, internal errors).
+   */
+  ignore_codes: z.array(z.string().regex(/^ERR_[A-Z0-9_]+$/)).default(DEFAULT_IGNORE_CODES),
   spire: z
     .strictObject({
       /** spire-server's admin socket (server.socket_path). */

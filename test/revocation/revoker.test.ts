@@ -266,6 +266,19 @@ if (!spire) {
       expect((await agentState(agents.b!.id))?.banned).toBe(true);
     }, 60_000);
 
+    it('refusals that are not evidence against the node (pending enrolment, unreadable store) are audited as skipped, never acted on', async () => {
+      appendFileSync(eventsFile, refusalLine(agents.e!.id, 'ev-e-pending', 'ERR_ENROLMENT_PENDING') + refusalLine(agents.e!.id, 'ev-e-store', 'ERR_ENROLMENT_STORE'));
+      await until('e skipped twice', 20_000, () => audit().filter((e) => e.agent_id === agents.e!.id).length === 2 || undefined);
+      const e = audit().filter((x) => x.agent_id === agents.e!.id);
+      expect(e.map((x) => [x.action, x.result, x.event_id])).toEqual([
+        ['skip', 'skipped', 'ev-e-pending'],
+        ['skip', 'skipped', 'ev-e-store'],
+      ]);
+      expect(e[0]!.detail).toContain('ERR_ENROLMENT_PENDING is in ignore_codes');
+      expect((await agentState(agents.e!.id))?.banned).toBe(false);
+      expect(taints('edge-e')).toEqual([]);
+    }, 60_000);
+
     it('SPIRE down: the revoker retries with backoff, commits nothing, and bans once SPIRE is back', async () => {
       // A real outage: spire-server stops (its datastore stays on disk) and comes back on the same admin socket.
       const options = server.options;
