@@ -20,7 +20,10 @@ const groups = [
   { dir: 'test/plugins', out: 'dist/test-bin' },
 ];
 /** Single entry points outside the plugin directories (the CLI is not a plugin but ships the same way). */
-const extraEntries = [{ src: 'src/cli/bin.ts', out: 'dist/bin', name: 'spire-edge-attest' }];
+const extraEntries = [
+  { src: 'src/cli/bin.ts', out: 'dist/bin', name: 'spire-edge-attest' },
+  { src: 'src/revocation/bin.ts', out: 'dist/bin', name: 'spire-edge-revoker' },
+];
 
 const jobs = [];
 for (const { dir, out } of groups) {

@@ -61,7 +61,7 @@ describe('architecture', () => {
 
   it('plugin code never writes to stdout', () => {
     const offenders = [...files(src), ...files(join(repoRoot, 'plugins'))]
-      .filter((f) => !rel(f).startsWith('src/cli/'))
+      .filter((f) => !rel(f).startsWith('src/cli/') && rel(f) !== 'src/revocation/bin.ts')
       .filter((f) => /console\.(log|info|table|dir)\(|process\.stdout\.write/.test(readFileSync(f, 'utf8')))
       .map(rel);
     expect(offenders).toEqual([]);

@@ -13,6 +13,7 @@ import { serverConfigSchema } from '../src/nodeattestor/server.js';
 import { parseConfig } from '../src/plugin/config-schema.js';
 import { decodePluginData } from '../src/plugin/hcl.js';
 import { parsePolicyFile } from '../src/policy/policy.js';
+import { loadRevokerConfig } from '../src/revocation/config.js';
 import { parseConfig as parseWorkloadConfig } from '../src/workload/config.js';
 import { builtPlugin, repoRoot } from './helpers/binaries.js';
 import { simulateMeasuredBoot } from './helpers/measured-boot.js';
@@ -111,7 +112,13 @@ describe('example SPIRE configurations', () => {
     }
   });
 
-  it.each(files(join(repoRoot, 'examples'), '.yaml').map((f) => [relative(repoRoot, f), f]))('%s is a valid policy file', (_n, file) => {
+  const revokerConfigs = files(join(repoRoot, 'examples'), 'revoker.yaml');
+  it.each(revokerConfigs.map((f) => [relative(repoRoot, f), f]))('%s is a valid spire-edge-revoker configuration', async (_n, file) => {
+    const config = await loadRevokerConfig(file);
+    expect(config.spire?.admin_socket).toBeDefined();
+  });
+
+  it.each(files(join(repoRoot, 'examples'), '.yaml').filter((f) => !revokerConfigs.includes(f)).map((f) => [relative(repoRoot, f), f]))('%s is a valid policy file', (_n, file) => {
     expect(parsePolicyFile(readFileSync(file, 'utf8')).length).toBeGreaterThan(0);
   });
 });

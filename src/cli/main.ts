@@ -22,6 +22,7 @@ import { checkPoliciesOffline, formatPolicyCheck, OFFLINE_NOTICE, type PolicyMat
 import { createPolicyCommand, DEFAULT_POLICY_BANKS, DEFAULT_POLICY_PCRS } from './policy-create.js';
 import { HashAlg } from '../tpm/alg.js';
 import { DEFAULT_PCR_SELECTION, PcrSelection } from '../tpm/pcrs.js';
+import { enrolList, enrolSet, formatEnrolList } from './enrol.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -60,6 +61,9 @@ Commands:
   eventlog inspect   Show a measured-boot event log: events, replayed PCRs, Secure Boot state
   policy create      Turn a golden node's event log into a policy file
   policy check       Dry-run policies against an event log (offline, unverified)
+  enrol list         List nodes in the enrolment store (pending, approved, revoked)
+  enrol approve      Approve a node's EK hash: it is admitted at its next attestation
+  enrol revoke       Revoke a node's EK hash: it is refused from its next attestation
 
 Run '${PROGRAM} <command> --help' for a command's options, '${PROGRAM} --version' for the version.
 Exit codes: 0 success, 1 failure, 2 usage error.
@@ -80,6 +84,18 @@ Options:
 
 Reading from a TPM creates and persists the EK at its default handle when it is absent, as the
 agent plugin does at its first attestation.
+`,
+  'enrol list': `Usage: ${PROGRAM} enrol list --store FILE [--state pending|approved|revoked] [--json]
+
+Lists the nodes of the enrolment store (tpm-server enrolment_path) with their state.
+`,
+  'enrol approve': `Usage: ${PROGRAM} enrol approve EK_HASH --store FILE [--note TEXT]
+
+Approves a node (pending or revoked, or not seen yet): tpm-server admits it at its next attestation.
+`,
+  'enrol revoke': `Usage: ${PROGRAM} enrol revoke EK_HASH --store FILE [--note TEXT]
+
+Revokes a node: tpm-server refuses it (ERR_ENROLMENT_REVOKED) from its next attestation.
 `,
   'eventlog inspect': `Usage: ${PROGRAM} eventlog inspect FILE [--json]
 
@@ -418,6 +434,34 @@ async function policyCheck(args: readonly string[], io: CliIo): Promise<number> 
   return result.passed ? EXIT_OK : EXIT_FAILURE;
 }
 
+const EK_HASH = /^[0-9a-f]{64}$/;
+
+async function enrolListCommand(args: readonly string[], io: CliIo): Promise<number> {
+  const cmd = 'enrol list';
+  const { values } = parse(cmd, args, { store: { type: 'string' }, state: { type: 'string' }, json: { type: 'boolean' } }, 0);
+  if (values['help']) return help(io, cmd);
+  const store = required(cmd, values, 'store');
+  const state = str(values, 'state');
+  if (state !== undefined && state !== 'pending' && state !== 'approved' && state !== 'revoked') throw new UsageError(cmd, `--state must be pending, approved or revoked, got "${state}"`);
+  const rows = await enrolList(store, state);
+  io.stdout(values['json'] ? json(rows) : formatEnrolList(rows));
+  return EXIT_OK;
+}
+
+function enrolSetCommand(to: 'approved' | 'revoked'): Command {
+  const cmd = to === 'approved' ? 'enrol approve' : 'enrol revoke';
+  return async (args, io) => {
+    const { values, positionals } = parse(cmd, args, { store: { type: 'string' }, note: { type: 'string' } }, 1);
+    if (values['help']) return help(io, cmd);
+    const store = required(cmd, values, 'store');
+    const hash = positionals[0]?.toLowerCase();
+    if (!hash || !EK_HASH.test(hash)) throw new UsageError(cmd, 'expected EK_HASH: 64 hex digits (spire-edge-attest ek-hash)');
+    const { from, record } = await enrolSet(store, hash, to, str(values, 'note'));
+    io.stdout(`${hash}: ${from} -> ${record.state}\n`);
+    return EXIT_OK;
+  };
+}
+
 function help(io: CliIo, command: string): number {
   io.stdout(HELP[command] ?? HELP['']!);
   return EXIT_OK;
@@ -430,8 +474,11 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   'eventlog inspect': eventlogInspect,
   'policy create': policyCreate,
   'policy check': policyCheck,
+  'enrol list': enrolListCommand,
+  'enrol approve': enrolSetCommand('approved'),
+  'enrol revoke': enrolSetCommand('revoked'),
 };
-const GROUPS: Readonly<Record<string, readonly string[]>> = { eventlog: ['inspect'], policy: ['create', 'check'] };
+const GROUPS: Readonly<Record<string, readonly string[]>> = { eventlog: ['inspect'], policy: ['create', 'check'], enrol: ['list', 'approve', 'revoke'] };
 
 /** Finds the command named by the leading words of argv; returns its name and the remaining arguments. */
 function route(argv: readonly string[]): { name: string; rest: readonly string[] } {

@@ -9,6 +9,7 @@ import type { BootFacts } from '../tpm/bootfacts.js';
 import type { VerifiedEvents } from '../tpm/replay.js';
 import { HashAlg } from '../tpm/alg.js';
 import type { PcrSelection } from '../tpm/pcrs.js';
+import type { PolicyReport } from './decision-event.js';
 
 export type PolicyMatch = 'any' | 'all' | 'report';
 
@@ -63,6 +64,7 @@ const MAX_FAILED_SUMMARY = 4096;
  * in every mode, each failed policy with every rule it failed, e.g.
  * `golden: pcr sha256:7 (observed 0d88…, expected 2f96…), secure_boot (observed disabled …)`: in `report` mode
  * the audit line is all an operator has to decide whether enforcing would be safe.
+ * `report`, when given, receives every passed and failed policy before any refusal, so decision events can name them all.
  */
 export function enforcePolicies(
   policies: readonly MeasuredBootPolicy[],
@@ -71,6 +73,7 @@ export function enforcePolicies(
   verified: VerifiedEvents | undefined,
   node: string,
   onFailed?: (summary: string) => void,
+  report?: PolicyReport,
 ): string[] {
   if (policies.length === 0) return [];
   if (!facts || !verified) {
@@ -88,6 +91,10 @@ export function enforcePolicies(
       .map((r) => `${r.policy}: ${r.violations.map((v) => `${v.rule} (${withoutPrefix(v.message, `policy "${v.policy}": ${v.rule}: `)})`).join(', ')}`)
       .join('; ');
     onFailed(summary.length > MAX_FAILED_SUMMARY ? `${summary.slice(0, MAX_FAILED_SUMMARY)}…` : summary);
+  }
+  if (report) {
+    report.passed = passed;
+    report.failed = failed.map((r) => ({ policy: r.policy, rules: r.violations.map((v) => v.rule) }));
   }
   if (match === 'report') return passed;
   if (match === 'all' && failed.length > 0) throw failed[0]!.violations[0]!;

@@ -36,6 +36,9 @@ import { nodeSelectors } from './selectors.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
 import { attestLegacyAgent } from './legacy-attest.js';
 import { isLegacyPayload } from './legacy-wire.js';
+import { describeFailedPolicies, type PolicyReport } from './decision-event.js';
+import { DecisionEvents, decisionEventsSchema, recordDecision } from './event-sinks.js';
+import { EnrolmentGate } from './enrolment.js';
 
 export { DEFAULT_PCR_SELECTION } from '../tpm/pcrs.js';
 const SECRET_BYTES = 32;
@@ -71,10 +74,17 @@ export const serverConfigSchema = z
       .default('tpm'),
     /** Admit spire-tpm-plugin agents (EK + AK residency only, `legacy_agent:true`) while migrating: docs/migration.md. */
     legacy_agents: z.enum(['allow', 'deny']).default('deny'),
+    /** Decision events (docs/revocation.md): JSONL file and/or HTTPS webhook sinks. */
+    decision_events: decisionEventsSchema.optional(),
+    /** required: a verified node is admitted only once its EK is approved in the enrolment store. */
+    enrolment: z.enum(['required', 'off']).default('off'),
+    /** The enrolment store (JSON, hot-reloaded; src/nodeattestor/enrolment.ts). */
+    enrolment_path: z.string().min(1).optional(),
   })
   .refine((c) => c.ek_ca_path !== undefined || (c.ek_hash_allowlist !== undefined && c.ek_hash_allowlist.length > 0), {
     message: 'set ek_ca_path, ek_hash_allowlist or both: without either no EK could be trusted',
-  });
+  })
+  .refine((c) => c.enrolment === 'off' || c.enrolment_path !== undefined, { message: 'enrolment = "required" needs enrolment_path' });
 export type TpmServerConfig = z.output<typeof serverConfigSchema>;
 
 export interface TpmServerOptions {
@@ -92,6 +102,8 @@ interface ServerState {
   readonly policyMatch: PolicyMatch;
   /** Boot facts are a pure function of the log bytes and which PCRs verified: derive once per distinct boot. */
   readonly bootFacts: BoundedCache<string, BootFacts>;
+  readonly events: DecisionEvents | undefined;
+  readonly enrolment: EnrolmentGate | undefined;
 }
 
 const BOOT_FACTS_CACHE_ENTRIES = 1024;
@@ -113,7 +125,10 @@ export class TpmServerAttestor implements ServerNodeAttestor {
   }
 
   async configure(raw: Record<string, unknown>, core: CoreConfig): Promise<void> {
+    const previous = this.#state;
     this.#state = await this.#load(raw, core);
+    void previous?.events?.close(); // its queued events are still written
+    this.#state.events?.start();
   }
 
   async validate(raw: Record<string, unknown>, core: CoreConfig): Promise<string[]> {
@@ -142,6 +157,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     );
     const policies = (config.policy_path ? await problems.check(() => loadPolicies(config.policy_path!, this.#readFile)) : []) ?? [];
     if (selection) await problems.check(() => checkPoliciesAgainstSelection(policies, selection));
+    const enrolment = config.enrolment === 'required' ? new EnrolmentGate(config.enrolment_path!, this.#now) : undefined;
+    if (enrolment) await problems.check(() => enrolment.check());
     if (!selection || !ekTrust) return problems.fail();
     problems.throwIfAny();
     if (config.policy_path && !config.require_event_log) {
@@ -158,6 +175,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       policies,
       policyMatch: config.policy_match,
       bootFacts: new BoundedCache(BOOT_FACTS_CACHE_ENTRIES),
+      enrolment,
+      events: config.decision_events ? await DecisionEvents.load(config.decision_events, this.#log.named('events'), this.#readFile) : undefined,
     };
   }
 
@@ -165,22 +184,29 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const state = this.#state;
     if (!state) throw new NotConfigured('ERR_NOT_CONFIGURED', 'tpm server attestor is not configured');
     const started = performance.now();
+    const startedAt = this.#now();
     const audit: Record<string, string | number | boolean | undefined> = { node_hint: io.untrustedForwardedHost };
+    const policies: PolicyReport = { passed: [], failed: [] };
+    const event = { audit, policies, policyMatch: state.policyMatch, startedAt };
     try {
       const attributes = isLegacyPayload(payloadBytes)
         ? await attestLegacyAgent(this.#legacyContext(state), payloadBytes, io, audit)
-        : await this.#attest(state, payloadBytes, io, audit);
+        : await this.#attest(state, payloadBytes, io, audit, policies);
       this.#log.info('Attestation decision', {
         ...audit,
         outcome: 'accepted',
+        policies_failed: audit['policies_failed'] ?? describeFailedPolicies(policies.failed),
         duration_ms: Math.round(performance.now() - started),
       });
+      recordDecision(state.events, this.#log, { ...event, outcome: 'accepted', decidedAt: this.#now() });
       return attributes;
     } catch (err) {
       const fields = isAttestorError(err) ? err.fields : {};
+      recordDecision(state.events, this.#log, { ...event, outcome: 'refused', error: err, decidedAt: this.#now() });
       this.#log.warn('Attestation decision', {
         ...audit,
         outcome: 'refused',
+        policies_failed: audit['policies_failed'] ?? describeFailedPolicies(policies.failed),
         code: isAttestorError(err) ? err.code : 'ERR_INTERNAL',
         rule: typeof fields['rule'] === 'string' ? fields['rule'] : undefined,
         reason: (err as Error).message,
@@ -200,6 +226,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     payloadBytes: Uint8Array,
     io: ServerAttestIo,
     audit: Record<string, string | number | boolean | undefined>,
+    policyReport: PolicyReport,
   ): Promise<AgentAttributes> {
     // 1. Parse everything the agent sent; nothing here is trusted yet.
     const payload = decodePayload(payloadBytes);
@@ -295,9 +322,17 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       if (verified.appliedQuirks.length) audit['quirks'] = verified.appliedQuirks.map((q) => q.id).join(',');
     }
     audit['policy_match'] = state.policies.length ? state.policyMatch : undefined;
-    const passedPolicies = enforcePolicies(state.policies, state.policyMatch, facts, verified, node, (failed) => {
-      audit['policies_failed'] = failed;
-    });
+    const passedPolicies = enforcePolicies(
+      state.policies,
+      state.policyMatch,
+      facts,
+      verified,
+      node,
+      (failed) => {
+        audit['policies_failed'] = failed;
+      },
+      policyReport,
+    );
     if (passedPolicies.length) audit['policies'] = passedPolicies.join(',');
 
     const selectorValues = nodeSelectors({
@@ -307,6 +342,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       facts,
       passedPolicies,
     });
+    // Last: only a node that proved its TPM and passed policy is recorded as pending, or admitted.
+    await state.enrolment?.admit(ek.pubHash, agentId, audit);
     return { spiffeId: agentId, selectorValues, canReattest: true };
   }
 

@@ -47,12 +47,20 @@ describe('npm pack', () => {
       'dist/package.json',
       'dist/THIRD_PARTY_LICENSES',
       ...BINARIES.map((b) => `dist/bin/${b}`),
+      'dist/bin/spire-edge-revoker',
       ...filesUnder('docs'),
       ...filesUnder('examples'),
     ].sort();
     expect(pack.files.map((f) => f.path).sort()).toEqual(expected);
     for (const b of BINARIES) expect(pack.files.find((f) => f.path === `dist/bin/${b}`)!.mode & 0o111, b).not.toBe(0);
     expect(pack.files.filter((f) => /^(test|src|dist\/(sea|test-bin))\/|fixtures|\.provenance$/.test(f.path))).toEqual([]);
+  });
+
+  it("the revoker (a daemon, not a plugin) needs nothing beyond Node built-ins but the optional modules its Kubernetes client probes for", () => {
+    const code = readFileSync(builtPlugin('spire-edge-revoker'), 'utf8');
+    const required = new Set([...code.matchAll(/\brequire\(\s*["'`]([^"'`]+)["'`]\s*\)/g)].map((m) => m[1]!).filter((r) => !isBuiltin(r)));
+    // ws, node-fetch and debug try these and carry on without them (each require sits in a try/catch).
+    expect([...required].sort()).toEqual(['bufferutil', 'encoding', 'supports-color', 'utf-8-validate']);
   });
 
   it('declares no install dependencies and is publishable; the binaries need nothing but Node built-ins', () => {
