@@ -83,8 +83,8 @@ describe('docs/cli.md examples', () => {
       .split('\n')
       .filter((l) => /^spire-edge-attest [a-z]/.test(l))
       .map((l) => l.replace(/^spire-edge-attest /, '').split(' [')[0]!.split(' --')[0]!.trim());
-    expect(commands).toEqual(['ek-hash', 'eventlog inspect FILE', 'policy create', 'policy check']);
-    for (const command of commands.map((c) => c.replace(' FILE', ''))) {
+    expect(commands).toEqual(['ek-hash', 'eventlog inspect FILE', 'policy create', 'policy check', 'enrol list', 'enrol approve|revoke EK_HASH']);
+    for (const command of commands.map((c) => c.replace(' FILE', '').replace(' EK_HASH', '').replace('approve|revoke', 'approve'))) {
       expect(all.some((e) => e.args.join(' ').startsWith(command)), command).toBe(true);
     }
     expect(all.some((e) => e.args[0] === '--version')).toBe(true);
