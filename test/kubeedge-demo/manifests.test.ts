@@ -410,15 +410,16 @@ for (const k of KUSTOMIZATIONS) {
     });
 
     it('every plugin_cmd is one of our binaries, copied into the image that runs it', async () => {
-      const images = readdirSync(join(DEMO, 'images')).map((f) => readFileSync(join(DEMO, 'images', f), 'utf8'));
+      const images = readdirSync(join(DEMO, 'images')).filter((f) => f.endsWith('.Dockerfile')).map((f) => readFileSync(join(DEMO, 'images', f), 'utf8'));
       for (const e of [...k.servers, ...k.agents]) {
         const conf = await decodePluginData(confText(e.ns, e.configMap, confKey(e.file)));
         for (const decl of plugins(conf).filter((p) => p.body['plugin_cmd'] !== undefined)) {
           const cmd = decl.body['plugin_cmd'] as string;
           expect(dirname(cmd)).toBe(DEPLOYMENT.pluginDir);
           const binary = cmd.slice(DEPLOYMENT.pluginDir.length + 1);
-          expect(existsSync(join(ROOT, 'plugins', `${binary}.ts`)), `plugins/${binary}.ts builds dist/bin/${binary}`).toBe(true);
-          expect(images.some((text) => new RegExp(`^COPY .*dist/bin/${binary}\\b.* /opt/spire/plugins/`, 'm').test(text)), `an image copies ${binary}`).toBe(true);
+          expect(existsSync(join(ROOT, 'plugins', `${binary}.ts`)), `plugins/${binary}.ts builds the ${binary} binaries`).toBe(true);
+          // The images copy the single executables from an unpacked release archive (bin/<name>).
+          expect(images.some((text) => new RegExp(`^COPY .*\\bbin/${binary}\\b.* /opt/spire/plugins/`, 'm').test(text)), `an image copies ${binary}`).toBe(true);
         }
       }
       const used = objects.filter((o) => WORKLOADS.includes(o.kind)).map((o) => podSpec(o).containers[0]!.image);
