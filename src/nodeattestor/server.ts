@@ -28,6 +28,7 @@ import { EkTrust, type TrustedEk } from './ek-trust.js';
 import { BoundedCache } from './bounded-cache.js';
 import { NonceStore } from './nonce-store.js';
 import { nodeSelectors } from './selectors.js';
+import { checkNodeIma, imaConfigShape, loadImaGate, type ImaGate } from './ima-gate.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
 
 export { DEFAULT_PCR_SELECTION } from '../tpm/pcrs.js';
@@ -56,6 +57,8 @@ export const serverConfigSchema = z
       .default(60_000),
     /** The plugin name in SPIRE's config; agent IDs are /spire/agent/<name>/<ek hash>. */
     plugin_name: z.string().regex(/^[A-Za-z0-9._-]+$/).default('tpm'),
+    /** IMA runtime integrity (src/nodeattestor/ima-gate.ts, docs/ima.md). */
+    ...imaConfigShape,
   })
   .refine((c) => c.ek_ca_path !== undefined || (c.ek_hash_allowlist !== undefined && c.ek_hash_allowlist.length > 0), {
     message: 'set ek_ca_path, ek_hash_allowlist or both: without either no EK could be trusted',
@@ -75,6 +78,7 @@ interface ServerState {
   readonly ekTrust: EkTrust;
   readonly policies: readonly MeasuredBootPolicy[];
   readonly policyMatch: PolicyMatch;
+  readonly ima: ImaGate | undefined;
   readonly nonces: NonceStore;
   /** Boot facts are a pure function of the log bytes and which PCRs verified: derive once per distinct boot. */
   readonly bootFacts: BoundedCache<string, BootFacts>;
@@ -126,6 +130,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     );
     const policies = (config.policy_path ? await problems.check(() => loadPolicies(config.policy_path!, this.#readFile)) : []) ?? [];
     if (selection) await problems.check(() => checkPoliciesAgainstSelection(policies, selection));
+    const ima = selection ? await problems.check(() => loadImaGate(config, selection, this.#readFile)) : undefined;
     if (!selection || !ekTrust) return problems.fail();
     problems.throwIfAny();
     if (config.policy_path && !config.require_event_log) {
@@ -143,6 +148,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       ekTrust,
       policies,
       policyMatch: config.policy_match,
+      ima,
       nonces,
       bootFacts: new BoundedCache(BOOT_FACTS_CACHE_ENTRIES),
     };
@@ -268,6 +274,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       facts,
       passedPolicies,
     });
+    if (state.ima) selectorValues.push(...checkNodeIma(state.ima, payload.ima_log, quoted, node));
     return { spiffeId: agentId, selectorValues, canReattest: true };
   }
 }
