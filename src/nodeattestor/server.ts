@@ -274,7 +274,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       facts,
       passedPolicies,
     });
-    if (state.ima) selectorValues.push(...checkNodeIma(state.ima, payload.ima_log, quoted, node));
+    if (state.ima) selectorValues.push(...checkNodeIma(state.ima, response.ima_log ?? payload.ima_log, quoted, node));
     return { spiffeId: agentId, selectorValues, canReattest: true };
   }
 }

@@ -4,6 +4,7 @@
  * verifies the list against PCR 10 in the quote and checks the runtime policy.
  */
 import * as grpc from '@grpc/grpc-js';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,6 +15,7 @@ import { PluginHarness } from '../helpers/plugin-harness.js';
 import { relayAttestation } from '../helpers/spire-relay.js';
 import { extendPcrs, startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 import { imaDigest, type ImaEntry } from '../../src/tpm/ima/index.js';
+import { decodePayload, decodeResponse } from '../../src/nodeattestor/wire.js';
 import { fileDigest, synthEntries, toAsciiList, toBinaryList, type SynthEntry } from '../tpm/ima/synth.js';
 
 const BOOT_LOG = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
@@ -150,6 +152,35 @@ describe('node-level IMA: log verified against PCR 10 in the quote, runtime poli
       grpc.status.PERMISSION_DENIED,
       new RegExp(`runtime policy "edge-runtime": IMA entry 5 "/usr/bin/app" \\(sha256:${digest}\\).*\\[rule digest-not-allowed\\]`),
     );
+  });
+
+  it('a file measured while the attestation runs (before the quote) is covered: the agent reads the log after quoting', async () => {
+    const fresh = await startSwtpm();
+    try {
+      await simulateMeasuredBoot(fresh.tcti, new Uint8Array(readFileSync(BOOT_LOG)));
+      const list = synthEntries([...SPECS.slice(0, 3), { template: 'ima-ng', path: '/usr/bin/app', content: 'app v1', digestAlg: 'sha256' }]);
+      const extend = (e: ImaEntry) =>
+        execFileSync('tpm2_pcrextend', [`10:sha256=${Buffer.from(imaDigest('sha256', e.templateData)).toString('hex')}`], { env: { ...process.env, TPM2TOOLS_TCTI: fresh.tcti } });
+      list.slice(0, 3).forEach(extend);
+      const imaPath = join(work, 'ima-race.bin');
+      writeFileSync(imaPath, toBinaryList(list.slice(0, 3)));
+      writeFileSync(join(work, 'fresh-ca.pem'), `${fresh.rootCaPem}\n${fresh.intermediateCaPem}`);
+      const server = await plugin('tpm-server', { ...serverSettings(), ek_ca_path: join(work, 'fresh-ca.pem') });
+      const agent = await plugin('tpm-agent', { tpm_tcti: fresh.tcti, ek_kind: 'rsa', event_log_path: join(work, 'bios.bin'), ima_log_path: imaPath });
+      const result = await relayAttestation(agent, server, {
+        // After the agent sent its payload, before it quotes: the kernel measures one more file.
+        challenge: (c) => {
+          extend(list[3]!);
+          writeFileSync(imaPath, toBinaryList(list));
+          return c;
+        },
+      });
+      expect(result.attributes.selector_values).toContain('ima:entries:4');
+      expect(decodePayload(result.payload).ima_log).toBeUndefined();
+      expect(decodeResponse(result.responses[0]!).ima_log).toEqual(new Uint8Array(toBinaryList(list)));
+    } finally {
+      await fresh.stop();
+    }
   });
 
   it('no IMA log while a runtime policy is set is refused; a policy without PCR 10 quoted is a config error', async () => {
