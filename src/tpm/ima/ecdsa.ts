@@ -6,6 +6,7 @@
  * Curve constants are checked at load: G (from Node's own curve) lies on the curve and n·G is the point at infinity.
  */
 import { createECDH } from 'node:crypto';
+import { InternalError } from '../../errors.js';
 
 interface Curve {
   readonly p: bigint;
@@ -62,7 +63,7 @@ function curve(nodeName: string, p: bigint, a: bigint, b: bigint, n: bigint, siz
   ecdh.setPrivateKey(Buffer.from([1])); // public key of private key 1 is the generator
   const g = ecdh.getPublicKey();
   const c: Curve = { p, a: mod(a, p), b, n, gx: big(g.subarray(1, 1 + size)), gy: big(g.subarray(1 + size)), size };
-  if (!onCurve(c, { x: c.gx, y: c.gy }) || multiply(c, n, { x: c.gx, y: c.gy }) !== null) throw new Error(`ECDSA: bad constants for ${nodeName}`);
+  if (!onCurve(c, { x: c.gx, y: c.gy }) || multiply(c, n, { x: c.gx, y: c.gy }) !== null) throw new InternalError('ERR_ECDSA_CURVE', `ECDSA: curve constants for ${nodeName} do not match Node's curve`);
   return c;
 }
 
