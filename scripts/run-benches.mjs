@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const ORDER = ['startup', 'memory', 'tpm-attestation', 'workload', 'e2e'];
+const ORDER = ['startup', 'memory', 'tpm-attestation', 'workload', 'ima', 'e2e'];
 const BENCH_TIMEOUT_MS = 20 * 60_000;
 
 const argv = process.argv.slice(2);

@@ -52,7 +52,7 @@ export const agentConfigSchema = z.strictObject({
   ak_alg: z.enum(['rsa', 'ecc']).default('ecc'),
   ak_handle: handle.optional(),
   event_log_path: z.string().min(1).default(DEFAULT_EVENT_LOG_PATH),
-  /** Send the IMA log too (the server may use it later for runtime integrity). */
+  /** Send the IMA log too, read after the quote (the server verifies it against PCR 10: docs/ima.md). */
   ima_log_path: z.string().min(1).optional(),
   /** Certificates to send along with the EK certificate (PEM or DER files). */
   ek_intermediates: z.array(z.string().min(1)).max(8).default([]),
@@ -213,7 +213,6 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
     const read = this.#options.readFile ?? ((p: string) => readFile(p).then((b) => new Uint8Array(b)));
     // Read the logs fresh every time: a re-attestation must reflect the current boot.
     const eventLog = await this.#readLog(read, state.config.event_log_path, 'event log');
-    const imaLog = state.config.ima_log_path ? await this.#readLog(read, state.config.ima_log_path, 'IMA log') : undefined;
     const properties = await state.device.properties().catch(() => undefined);
     const payload = encodePayload({
       ek_pub: identity.ekPublic,
@@ -221,7 +220,6 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
       ...(identity.ekCertificate && state.intermediates.length ? { ek_intermediates: state.intermediates } : {}),
       ak_pub: identity.akPublic,
       ...(eventLog ? { event_log: eventLog } : {}),
-      ...(imaLog ? { ima_log: imaLog } : {}),
       ...(properties
         ? {
             tpm: {
@@ -248,7 +246,10 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
           credentialBlob: challenge.credential,
         });
         const quote = await state.device.quote({ akHandle: identity.akHandle, selection: selection.toString(), nonce: challenge.nonce });
-        return encodeResponse({ secret, attest: quote.attest, signature: quote.signature, pcr_values: quote.pcrValues });
+        // Read after the quote: entries appended meanwhile only make the log longer than PCR 10, which the server
+        // handles (it verifies the quoted prefix); read before, they would make PCR 10 run ahead and fail.
+        const imaLog = state.config.ima_log_path ? await this.#readLog(read, state.config.ima_log_path, 'IMA log') : undefined;
+        return encodeResponse({ secret, attest: quote.attest, signature: quote.signature, pcr_values: quote.pcrValues, ...(imaLog ? { ima_log: imaLog } : {}) });
       },
     };
   }

@@ -33,6 +33,7 @@ import { SpiffeId, TrustDomain } from '../spiffe/trust-domain.js';
 import { EkTrust, type TrustedEk } from './ek-trust.js';
 import { BoundedCache } from './bounded-cache.js';
 import { nodeSelectors } from './selectors.js';
+import { checkNodeIma, imaConfigShape, loadImaGate, type ImaGate } from './ima-gate.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
 import { attestLegacyAgent } from './legacy-attest.js';
 import { isLegacyPayload } from './legacy-wire.js';
@@ -80,6 +81,8 @@ export const serverConfigSchema = z
     enrolment: z.enum(['required', 'off']).default('off'),
     /** The enrolment store (JSON, hot-reloaded; src/nodeattestor/enrolment.ts). */
     enrolment_path: z.string().min(1).optional(),
+    /** IMA runtime integrity (src/nodeattestor/ima-gate.ts, docs/ima.md). */
+    ...imaConfigShape,
   })
   .refine((c) => c.ek_ca_path !== undefined || (c.ek_hash_allowlist !== undefined && c.ek_hash_allowlist.length > 0), {
     message: 'set ek_ca_path, ek_hash_allowlist or both: without either no EK could be trusted',
@@ -100,6 +103,7 @@ interface ServerState {
   readonly ekTrust: EkTrust;
   readonly policies: readonly MeasuredBootPolicy[];
   readonly policyMatch: PolicyMatch;
+  readonly ima: ImaGate | undefined;
   /** Boot facts are a pure function of the log bytes and which PCRs verified: derive once per distinct boot. */
   readonly bootFacts: BoundedCache<string, BootFacts>;
   readonly events: DecisionEvents | undefined;
@@ -159,6 +163,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     if (selection) await problems.check(() => checkPoliciesAgainstSelection(policies, selection));
     const enrolment = config.enrolment === 'required' ? new EnrolmentGate(config.enrolment_path!, this.#now) : undefined;
     if (enrolment) await problems.check(() => enrolment.check());
+    const ima = selection ? await problems.check(() => loadImaGate(config, selection, this.#readFile)) : undefined;
     if (!selection || !ekTrust) return problems.fail();
     problems.throwIfAny();
     if (config.policy_path && !config.require_event_log) {
@@ -174,6 +179,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       ekTrust,
       policies,
       policyMatch: config.policy_match,
+      ima,
       bootFacts: new BoundedCache(BOOT_FACTS_CACHE_ENTRIES),
       enrolment,
       events: config.decision_events ? await DecisionEvents.load(config.decision_events, this.#log.named('events'), this.#readFile) : undefined,
@@ -342,6 +348,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       facts,
       passedPolicies,
     });
+    if (state.ima) selectorValues.push(...checkNodeIma(state.ima, response.ima_log ?? payload.ima_log, quoted, node));
     // Last: only a node that proved its TPM and passed policy is recorded as pending, or admitted.
     await state.enrolment?.admit(ek.pubHash, agentId, audit);
     return { spiffeId: agentId, selectorValues, canReattest: true };

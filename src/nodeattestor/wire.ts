@@ -10,7 +10,8 @@ export const WIRE_VERSION = 1;
 /** Event logs are typically < 100 KiB; IMA logs can reach megabytes. */
 export const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 export const MAX_CHALLENGE_BYTES = 64 * 1024;
-export const MAX_RESPONSE_BYTES = 64 * 1024;
+/** Quote parts are small; the IMA log read after the quote (base64, up to 8 MiB raw) dominates. */
+export const MAX_RESPONSE_BYTES = 64 * 1024 + 12 * 1024 * 1024;
 /** Deepest nesting any message has (payload → tpm → field), with one level of slack. */
 export const MAX_JSON_DEPTH = 4;
 /** Most object members plus array elements in one message (the payload has about 20). */
@@ -56,6 +57,8 @@ const responseSchema = z.strictObject({
   attest: b64(4096),
   signature: b64(4096),
   pcr_values: b64(24 * 64 * 4),
+  /** The IMA log, read after the quote so PCR 10 never runs ahead of it (the server takes the quoted prefix). */
+  ima_log: b64(8 * 1024 * 1024).optional(),
 });
 
 export type AttestationPayload = z.output<typeof payloadSchema>;
