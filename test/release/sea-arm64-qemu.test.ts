@@ -48,7 +48,7 @@ describe.runIf(available || process.env['CI'] === 'true')('linux-arm64 SEA plugi
     for (let i = 0; i < 200 && !infoLine(); i++) await new Promise((r) => setTimeout(r, 20));
     expect(infoLine()).toMatchObject({ form: 'sea', file: binary, build_sha256: sha256File(binary) });
     expect(infoLine()!['node']).toMatch(/^v24\./);
-    const result = await h.unload();
+    const result = await h.unload(10_000);
     expect(result.code).toBe(0);
     expect(h.extraStdout).toEqual([]);
   }, 180_000);

@@ -77,7 +77,7 @@ describe('linux-x64 SEA plugins are self-contained', () => {
     const foreign = [...new Set(maps)].filter((f) => f !== binary && !/^\/(usr\/)?lib(64|x32)?\//.test(f));
     expect(foreign).toEqual([]);
 
-    const result = await h.unload();
+    const result = await h.unload(10_000);
     expect(result).toMatchObject({ code: 0, killed: false });
     expect(existsSync(marker)).toBe(false);
     expect(readdirSync(home).sort()).toEqual(['hostile.cjs', name].sort());
