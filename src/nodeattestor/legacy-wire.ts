@@ -13,20 +13,11 @@
 import { MalformedInput } from '../errors.js';
 import { z } from '../plugin/config-schema.js';
 import { BytesWriter } from '../tpm/bytes.js';
+import { b64 } from './wire.js';
 
 export const MAX_LEGACY_PAYLOAD_BYTES = 64 * 1024;
 export const MAX_LEGACY_RESPONSE_BYTES = 4 * 1024;
 const MAX_EK_PEM_BYTES = 16 * 1024;
-
-const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
-
-function b64(maxBytes: number) {
-  return z
-    .string()
-    .max(Math.ceil(maxBytes / 3) * 4 + 4)
-    .refine((s) => s.length % 4 === 0 && BASE64.test(s), 'expected base64')
-    .transform((s) => new Uint8Array(Buffer.from(s, 'base64')));
-}
 
 const payloadSchema = z.strictObject({
   EK: b64(MAX_EK_PEM_BYTES),

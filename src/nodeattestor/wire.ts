@@ -19,7 +19,8 @@ export const MAX_JSON_MEMBERS = 256;
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
-function b64(maxBytes: number) {
+/** A base64 JSON string field, length-bounded before decoding (shared with the spire-tpm-plugin wire format). */
+export function b64(maxBytes: number) {
   return z
     .string()
     .max(Math.ceil(maxBytes / 3) * 4 + 4)

@@ -10,7 +10,6 @@
  *  - a policy change rolled out to both takes effect on both;
  *  - a restart of either loses nothing that matters.
  */
-import { createHash, X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +19,7 @@ import { repoRoot } from '../helpers/binaries.js';
 import { startFakeKubelet, type FakeKubelet } from '../helpers/edge-node.js';
 import { simulateMeasuredBoot } from '../helpers/measured-boot.js';
 import { startPostgres, type Postgres } from '../helpers/postgres.js';
-import { NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type SpireLogLine } from '../helpers/spire.js';
+import { ekPubHash, NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type SpireLogLine } from '../helpers/spire.js';
 import { startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 import { startTcpSwitch, type TcpSwitch } from '../helpers/tcp-switch.js';
 import { agentRoleOptions, serverRoleOptions } from '../helpers/topology.js';
@@ -32,9 +31,6 @@ const AGENT_TTL_S = 20;
 const installs = spireUnderTest();
 const targets = process.env['SPIRE_TOPOLOGY_ALL'] ? installs : installs.slice(0, 1);
 
-function ekHash(der: Uint8Array): string {
-  return createHash('sha256').update(new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
-}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 if (targets.length === 0) {
@@ -120,7 +116,7 @@ describe.each(targets.map((s) => [s.version, s] as const))('HA cloud servers on 
       ...agentRoleOptions(edgeAgent(agentParams(tpm, 'edge-1'))),
     });
     stops.push(() => agent.stop());
-    agentId = `spiffe://${TD}/spire/agent/tpm/${ekHash(tpm.ekCertRsaDer)}`;
+    agentId = `spiffe://${TD}/spire/agent/tpm/${ekPubHash(tpm.ekCertRsaDer)}`;
   }, 180_000);
 
   afterAll(async () => {

@@ -14,16 +14,17 @@
  * again, as their supervisor would).
  */
 import { type ChildProcess } from 'node:child_process';
-import { createHash, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cloudServer, EDGE_SERVER_WORKLOAD, edgeAgent, edgeServer, gatewayAgent, TRUST_DOMAIN, type AgentParams, type ServerParams } from '../../kubeedge-demo/topology.js';
 import { repoRoot } from '../helpers/binaries.js';
+import { jsonLines } from '../helpers/child-output.js';
 import { makePod, PodCgroups, startFakeKubelet, type FakeKubelet, type Pod } from '../helpers/edge-node.js';
 import { simulateMeasuredBoot } from '../helpers/measured-boot.js';
-import { freePort, NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type SpireLogLine } from '../helpers/spire.js';
+import { ekPubHash, freePort, NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type SpireLogLine } from '../helpers/spire.js';
 import { startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 import { agentRoleOptions, serverRoleOptions } from '../helpers/topology.js';
 
@@ -37,28 +38,8 @@ const installs = spireUnderTest();
 const targets = process.env['SPIRE_TOPOLOGY_ALL'] ? installs : installs.slice(0, 1);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-function ekHash(der: Uint8Array): string {
-  return createHash('sha256').update(new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' })).digest('hex');
-}
 function pemChain(pem: string): X509Certificate[] {
   return (pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []).map((c) => new X509Certificate(c));
-}
-function jsonLines(child: ChildProcess): Array<Record<string, unknown>> {
-  const out: Array<Record<string, unknown>> = [];
-  let buf = '';
-  child.stdout?.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    for (const p of parts) {
-      try {
-        out.push({ at: Date.now(), ...(JSON.parse(p) as Record<string, unknown>) });
-      } catch {
-        /* not JSON */
-      }
-    }
-  });
-  return out;
 }
 
 if (targets.length === 0) {
@@ -133,7 +114,7 @@ describe.each(targets.map((s) => [s.version, s] as const))('nested SPIRE at the 
     cloudRootPem = await cloud.bundlePem();
     gateway = await SpireAgent.start({ spire, dir: join(work, 'gateway'), server: cloud, ...agentRoleOptions(gatewayAgent(agentParams(tpms[0]!, kubelets[0]!, 'edge-gw'))) });
     stops.push(() => gateway.stop());
-    const gatewayId = `spiffe://${TD}/spire/agent/tpm/${ekHash(tpms[0]!.ekCertRsaDer)}`;
+    const gatewayId = `spiffe://${TD}/spire/agent/tpm/${ekPubHash(tpms[0]!.ekCertRsaDer)}`;
     await cloud.createEntry(['-parentID', gatewayId, '-spiffeID', `spiffe://${TD}${EDGE_SERVER_WORKLOAD.spiffeIdPath}`, '-selector', `k8s:ns:${EDGE_SERVER_WORKLOAD.namespace}`, '-selector', `k8s:sa:${EDGE_SERVER_WORKLOAD.serviceAccount}`, '-downstream']);
     // The downstream entry must reach the gateway's cache before the edge server asks for its CA.
     for (let i = 0; i < 60 && !(await fetchSvid(edgeServerPod, gateway, 3000)).ok; i++) await sleep(500);
@@ -161,7 +142,7 @@ describe.each(targets.map((s) => [s.version, s] as const))('nested SPIRE at the 
       const a = await SpireAgent.start({ spire, dir: join(work, `edge-agent-${node}`), server: edge, ...agentRoleOptions(edgeAgent(agentParams(tpms[i]!, kubelets[i]!, node))) });
       edgeAgents.push(a);
       stops.push(() => a.stop());
-      const agentId = `spiffe://${TD}/spire/agent/tpm/${ekHash(tpms[i]!.ekCertRsaDer)}`;
+      const agentId = `spiffe://${TD}/spire/agent/tpm/${ekPubHash(tpms[i]!.ekCertRsaDer)}`;
       await edge.createEntry(['-parentID', agentId, '-spiffeID', idOf(pod), '-selector', `k8s:ns:${pod.namespace}`, '-selector', `k8s:sa:${pod.serviceAccount}`, '-x509SVIDTTL', String(EDGE_SVID_TTL_S)]);
     }
   }, 240_000);
@@ -176,10 +157,10 @@ describe.each(targets.map((s) => [s.version, s] as const))('nested SPIRE at the 
 
   it('edge agents are attested by the edge server with our TPM plugin; the edge server got its CA through the gateway agent', async () => {
     const agents = await edge.agents();
-    expect(agents.map((a) => a.id.path).sort()).toEqual(tpms.slice(1).map((t) => `/spire/agent/tpm/${ekHash(t.ekCertRsaDer)}`).sort());
+    expect(agents.map((a) => a.id.path).sort()).toEqual(tpms.slice(1).map((t) => `/spire/agent/tpm/${ekPubHash(t.ekCertRsaDer)}`).sort());
     for (const a of agents) expect(a.selectors.map((s) => `${s.type}:${s.value}`)).toContain('tpm:policy:golden');
     // The cloud never saw them: only the gateway is attested there.
-    expect((await cloud.agents()).map((a) => a.id.path)).toEqual([`/spire/agent/tpm/${ekHash(tpms[0]!.ekCertRsaDer)}`]);
+    expect((await cloud.agents()).map((a) => a.id.path)).toEqual([`/spire/agent/tpm/${ekPubHash(tpms[0]!.ekCertRsaDer)}`]);
   });
 
   it('workload SVIDs chain leaf → edge intermediate → cloud root', async () => {

@@ -10,7 +10,7 @@
  * the last workload SVID issued before the ban.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createHash, X509Certificate } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +22,7 @@ import { builtPlugin, repoRoot } from '../helpers/binaries.js';
 import { makePod } from '../helpers/edge-node.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../helpers/fake-kube-api.js';
 import { pcrEvent2Sha256, simulateMeasuredBoot } from '../helpers/measured-boot.js';
-import { NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest } from '../helpers/spire.js';
+import { ekPubHash, NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest } from '../helpers/spire.js';
 import { extendPcrs, startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 
 const GOLDEN_LOG = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
@@ -45,10 +45,6 @@ async function until<T>(what: string, timeoutMs: number, probe: () => T | undefi
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(100);
   }
-}
-function ekHash(certDer: Uint8Array): string {
-  const spki = new X509Certificate(certDer).publicKey.export({ type: 'spki', format: 'der' });
-  return createHash('sha256').update(spki).digest('hex');
 }
 function jsonLines<T>(path: string): T[] {
   return existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as T) : [];
@@ -94,7 +90,7 @@ if (!spire) {
       writeFileSync(logPath, golden);
       writeFileSync(join(work, 'ek-ca.pem'), tpm.rootCaPem + tpm.intermediateCaPem);
       execFileSync(builtPlugin('spire-edge-attest'), ['policy', 'create', '--from-eventlog', GOLDEN_LOG, '--pcrs', '0,2,4,7', '--name', 'golden', '--out', join(work, 'policy.yaml')]);
-      hash = ekHash(tpm.ekCertRsaDer);
+      hash = ekPubHash(tpm.ekCertRsaDer);
       agentId = `spiffe://${TD}/spire/agent/tpm/${hash}`;
       eventsFile = join(work, 'decisions.jsonl');
 
