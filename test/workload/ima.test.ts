@@ -19,6 +19,7 @@ import { Revoker } from '../../src/revocation/revoker.js';
 import { NodeFence, loadKubeConfig } from '../../src/revocation/kube.js';
 import { revokerConfigSchema } from '../../src/revocation/config.js';
 import { EdgeWorkloadAttestor } from '../../src/workload/attestor.js';
+import { DEFAULT_IMA_LOG_PATH, parseConfig } from '../../src/workload/config.js';
 import { parseExecutableMappings } from '../../src/workload/ima.js';
 import type { ImaEntry } from '../../src/tpm/ima/index.js';
 import { builtPlugin } from '../helpers/binaries.js';
@@ -122,6 +123,43 @@ async function until<T>(what: string, probe: () => T | undefined | false): Promi
   throw new Error(`timed out waiting for ${what}`);
 }
 
+describe('configuration', () => {
+  it('is off without ima_* keys, and defaults the rest once one is set', () => {
+    expect(parseConfig({}, {}).ima).toBeUndefined();
+    expect(parseConfig({ decision_events: { file: { path: '/x' } } }, {}).ima).toBeUndefined();
+    expect(parseConfig({ ima_tpm_tcti: 'swtpm:path=/run/swtpm.sock' }, {}).ima).toEqual({
+      logPath: DEFAULT_IMA_LOG_PATH,
+      policyName: 'runtime',
+      tcti: 'swtpm:path=/run/swtpm.sock',
+      pcrBank: 'sha256',
+      mode: 'auto',
+      fileSizeLimit: 256 * 1024 * 1024,
+    });
+    // HCL1 block form of the sinks.
+    expect(parseConfig({ ima_log_path: '/l', decision_events: [{ file: [{ path: '/e.jsonl' }] }] }, {}).decisionEvents?.file?.path).toBe('/e.jsonl');
+  });
+
+  it('refuses policy settings without a policy, unknown banks and modes, naming the key', () => {
+    expect(() => parseConfig({ ima_policy_name: 'x' }, {})).toThrow(/"ima_policy_name": only means something with ima_policy_path/);
+    expect(() => parseConfig({ ima_pcr_bank: 'md5' }, {})).toThrow(/ima_pcr_bank/);
+    expect(() => parseConfig({ ima_mode: 'guess' }, {})).toThrow(/ima_mode/);
+    expect(() => parseConfig({ ima_policy_path: '/p', ima_policy_sha256: 'abc' }, {})).toThrow(/ima_policy_sha256/);
+    expect(() => parseConfig({ ima_log_path: '/l', decision_events: {} }, {})).toThrow(/decision_events/);
+  });
+
+  it('Validate reads the policy and the TCTI (a bad one is InvalidConfig before any TPM is touched)', async () => {
+    const a = new EdgeWorkloadAttestor({ log: recordingLogger(), host: { names: [], agentExists: async () => false } }, { env: {} });
+    await expect(a.validate({ pod_source: 'none', ima_tpm_tcti: 'tcp:1.2.3.4' }, { trustDomain: 'edge.example' })).rejects.toMatchObject({ grpcCode: 3 });
+    writeFileSync(join(dir.path, 'unsigned.json'), policy({}));
+    writeFileSync(join(dir.path, 'not-a-key.pem'), 'nope');
+    await expect(
+      a.validate({ pod_source: 'none', ima_policy_path: join(dir.path, 'unsigned.json'), ima_policy_verification_key_path: join(dir.path, 'not-a-key.pem') }, { trustDomain: 'edge.example' }),
+    ).rejects.toThrow(/ima_policy_verification_key_path: not a public key/);
+    await expect(a.validate({ pod_source: 'none', ima_policy_path: join(dir.path, 'missing.json') }, { trustDomain: 'edge.example' })).rejects.toThrow(/"ima_policy_path": cannot read/);
+    expect(await a.validate({ pod_source: 'none', ima_policy_path: join(dir.path, 'unsigned.json') }, { trustDomain: 'edge.example' })).toEqual([]);
+  });
+});
+
 describe('parseExecutableMappings', () => {
   it('keeps file-backed executable mappings, one per path, and drops " (deleted)"', () => {
     const maps = [
@@ -171,6 +209,8 @@ describe('cgroup mode (ima-cgpath) on a real swtpm, real cgroups and real proces
       { template: 'ima-cgpath', path: '/usr/lib/libc.so.6', content: LIB, cgroup: cgPath(good) },
       { template: 'ima-cgpath', path: '/tmp/scratch/x', content: 'excluded by the policy', cgroup: cgPath(good) },
       { template: 'ima-cgpath', path: '/usr/bin/app', content: 'app-v1 contents, patched by an intruder', cgroup: cgPath(bad) },
+      // The good container's ID under another pod: not the good pod's (an ima-cgpath pod UID must agree too).
+      { template: 'ima-cgpath', path: '/usr/bin/other', content: 'not allowed', cgroup: `/kubepods/besteffort/pod00000000-0000-4000-8000-00000000abcd/${good.containerId}` },
     ]);
     writeFileSync(
       join(dir.path, 'cg-policy.json'),
@@ -260,13 +300,19 @@ describe('cgroup mode (ima-cgpath) on a real swtpm, real cgroups and real proces
     // Appended to the list but not (yet) extended into PCR 10: not trusted, the verified prefix still answers.
     const [late] = await ima.append([{ template: 'ima-cgpath', path: '/usr/bin/evil', content: 'evil', cgroup: cgPath(quiet) }], false);
     expect(imaOf(await attest(a, pids['quiet']!))).toEqual([`exe-sha256:${sleepSha}`, 'ima:policy:edge-runtime', 'ima:verified']);
+    // A read racing the kernel: half an entry at the end is not an entry, and is read again once complete.
+    const [half] = synthEntries([{ template: 'ima-cgpath', path: '/usr/lib/libc.so.6', content: LIB, cgroup: cgPath(good) }]);
+    const halfBytes = toBinaryList([half!]);
+    appendFileSync(ima.path, halfBytes.subarray(0, 30));
+    expect(imaOf(await attest(a, pids['quiet']!))).toEqual([`exe-sha256:${sleepSha}`, 'ima:policy:edge-runtime', 'ima:verified']);
     // Once the kernel extends it, it is verified and judged: the container loses ima:verified.
     await extendPcrs(tpm.tcti, [{ pcr: 10, bank: 'sha256', digestHex: sha256(late!.templateData) }]);
     expect(imaOf(await attest(a, pids['quiet']!))).toEqual([`exe-sha256:${sleepSha}`]);
-    const ev = await until('the second violation', () => events(eventsPath).find((e) => e.workload?.pod_uid === quiet.uid));
-    expect(ev.workload).toMatchObject({ path: '/usr/bin/evil', rule: 'not-in-policy', entry: 7 });
-    // The good container is unaffected.
+    appendFileSync(ima.path, halfBytes.subarray(30));
+    await extendPcrs(tpm.tcti, [{ pcr: 10, bank: 'sha256', digestHex: sha256(half!.templateData) }]);
     expect(imaOf(await attest(a, pids['good']!))).toEqual([`exe-sha256:${sleepSha}`, 'ima:policy:edge-runtime', 'ima:verified']);
+    const ev = await until('the second violation', () => events(eventsPath).find((e) => e.workload?.pod_uid === quiet.uid));
+    expect(ev.workload).toMatchObject({ path: '/usr/bin/evil', rule: 'not-in-policy', entry: 8 });
   });
 
   it('a list that no longer replays to PCR 10 (an extend the list does not show) yields no IMA selector and a warning', async () => {
