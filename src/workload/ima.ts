@@ -37,6 +37,7 @@ export const IMA_WORKLOAD_VERIFIER = 'spire-edge-attestors edge-workload';
 export const MAX_PROCESS_FILES = 1024;
 /** Violations remembered so one tampered container does not emit an event per Attest call. */
 const MAX_REPORTED = 4096;
+const WARN_REPEAT_MS = 10_000;
 const HASHABLE: ReadonlySet<ImaHashName> = new Set(['sha1', 'sha256', 'sha384', 'sha512']);
 
 export interface MappedFile {
@@ -156,6 +157,8 @@ export class WorkloadIma {
   readonly #verifier: ImaLogVerifier;
   readonly #tpm: Tpm2Tools | undefined;
   readonly #reported = new Set<string>();
+  /** The last unverifiable-list warning: the same reason again within WARN_REPEAT_MS is logged at debug. */
+  #lastWarning: { reason: string; at: number } | undefined;
 
   private constructor(config: WorkloadImaConfig, deps: WorkloadImaDeps, policy: RuntimePolicy | undefined, keyring: ImaKeyring | undefined) {
     this.#config = config;
@@ -228,10 +231,15 @@ export class WorkloadIma {
     try {
       verified = await this.#verifier.refresh();
     } catch (err) {
-      log.warn('IMA: the measurement list does not replay to TPM PCR 10 (or cannot be read): no IMA selectors', {
+      const reason = (err as Error).message.slice(0, 1024);
+      // Every Workload API call attests: a list that stays broken must not flood the agent's log.
+      const now = Date.now();
+      const repeat = this.#lastWarning?.reason === reason && now - this.#lastWarning.at < WARN_REPEAT_MS;
+      if (!repeat) this.#lastWarning = { reason, at: now };
+      (repeat ? log.debug : log.warn).call(log, 'IMA: the measurement list does not replay to TPM PCR 10 (or cannot be read): no IMA selectors', {
         ...fields,
         ima_log_path: this.#config.logPath,
-        reason: (err as Error).message.slice(0, 1024),
+        reason,
       });
       return [];
     }

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtPlugin } from '../helpers/binaries.js';
+import { startFakeKubeApi } from '../helpers/fake-kube-api.js';
 import { makePod, PodCgroups, startFakeKubelet, type FakeKubelet, type Pod } from '../helpers/edge-node.js';
 import { NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type SpireInstall, type SpireLogLine } from '../helpers/spire.js';
 import { extendPcrs, startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
@@ -203,5 +204,47 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
     });
     expect(ev!.workload.pid).toEqual(expect.any(Number));
     expect(events.some((e) => e.workload?.pod_uid === allowed.uid)).toBe(false);
+  });
+
+  it('once the allowed container runs a file the policy does not allow (measured, extended into PCR 10), it loses its SVID', async () => {
+    const [late] = synthEntries([{ template: 'ima-cgpath', path: '/usr/bin/curl', content: 'fetched at run time', cgroup: cgPath(allowed) }]);
+    appendFileSync(join(work, 'binary_runtime_measurements'), toBinaryList([late!]));
+    await extendPcrs(tpm.tcti, [{ pcr: 10, bank: 'sha256', digestHex: sha256(late!.templateData) }]);
+    const r = await fetchInPod(allowed, exes.allowed, 6_000);
+    expect(r.code, r.out).not.toBe(0);
+    const lines = agent.logs.filter(attestedLine(allowed));
+    expect(JSON.stringify(lines.at(-1)!['selectors'])).not.toContain('ima:verified');
+  });
+
+  it('spire-edge-revoker deletes the pods the workload decision events name, and nothing else', async () => {
+    const kube = await startFakeKubeApi(work);
+    try {
+      kube.pods = [structuredClone(allowed.json), structuredClone(tampered.json)] as typeof kube.pods;
+      const config = join(work, 'revoker.json');
+      writeFileSync(
+        config,
+        JSON.stringify({ events_file: eventsPath, state_dir: join(work, 'revoker'), kubernetes: { kubeconfig: kube.kubeconfigPath }, node_mapping: { label: false }, poll_interval: '100ms' }),
+      );
+      const revoker = spawn(builtPlugin('spire-edge-revoker'), ['run', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      revoker.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      try {
+        for (let i = 0; kube.pods.length > 0; i++) {
+          if (i > 200) throw new Error(`pods not deleted: ${kube.pods.map((p) => p.metadata.name).join(', ')}\n${stderr}`);
+          await sleep(100);
+        }
+      } finally {
+        revoker.kill('SIGTERM');
+        await new Promise((r) => revoker.once('exit', r));
+      }
+      const deletes = kube.calls.filter((c) => c.method === 'DELETE').map((c) => [c.path, (c.body as { preconditions?: { uid?: string } })?.preconditions?.uid]);
+      expect(deletes).toEqual([
+        [`/api/v1/namespaces/edge/pods/${(tampered.json as any).metadata.name}`, tampered.uid],
+        [`/api/v1/namespaces/edge/pods/${(allowed.json as any).metadata.name}`, allowed.uid],
+      ]);
+      expect(kube.calls.some((c) => c.method === 'PATCH' || c.path.endsWith('/eviction'))).toBe(false);
+    } finally {
+      await kube.close();
+    }
   });
 });

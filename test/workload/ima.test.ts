@@ -323,6 +323,11 @@ describe('cgroup mode (ima-cgpath) on a real swtpm, real cgroups and real proces
     const warn = lines.find((l) => l.level === 'warn' && /does not replay to TPM PCR 10/.test(l.message));
     expect(warn?.fields?.['reason']).toMatch(/does not replay to the quoted PCR 10: sha256 replays to [0-9a-f]{64}, quoted [0-9a-f]{64}/);
     expect(warn?.fields?.['pid']).toBe(pids['good']);
+    // The same reason again soon after is logged at debug: every Workload API call attests, the log must not flood.
+    expect(imaOf(await attest(a, pids['good']!))).toEqual([]);
+    const same = (l: LogLine) => /does not replay to TPM PCR 10/.test(l.message) && l.fields?.['reason'] === warn?.fields?.['reason'];
+    expect(lines.filter((l) => same(l) && l.level === 'warn')).toHaveLength(1);
+    expect(lines.filter((l) => same(l) && l.level === 'debug')).toHaveLength(1);
   });
 
   it('the revoker deletes the pod a workload violation names (UID as a delete precondition), and only that pod', async () => {
