@@ -372,6 +372,7 @@ describe('files mode (ima-ng): real processes matched through /proc/<pid>/exe an
   const allowed = makePod({ name: 'allowed', namespace: 'std', serviceAccount: 'allowed' }, NODE);
   const denied = makePod({ name: 'denied', namespace: 'std', serviceAccount: 'denied' }, NODE);
   const unmeasured = makePod({ name: 'unmeasured-exe', namespace: 'std', serviceAccount: 'unmeasured' }, NODE);
+  const rogue = makePod({ name: 'rogue', namespace: 'std', serviceAccount: 'rogue' }, NODE);
   const pids: Record<string, number> = {};
   const exes: Record<string, string> = {};
   let eventsPath: string;
@@ -400,8 +401,9 @@ describe('files mode (ima-ng): real processes matched through /proc/<pid>/exe an
     exes['allowed'] = mk('edge-app');
     exes['denied'] = mk('edge-app-patched', 'trojan');
     exes['unmeasured'] = mk('edge-app-unmeasured', 'v2');
-    pods.push(allowed, denied, unmeasured);
-    for (const [k, pod] of Object.entries({ allowed, denied, unmeasured })) {
+    exes['rogue'] = mk('edge-app-rogue', 'dropped in at run time');
+    pods.push(allowed, denied, unmeasured, rogue);
+    for (const [k, pod] of Object.entries({ allowed, denied, unmeasured, rogue })) {
       const child = cgroups.spawn(pod, exes[k]!, ['600']);
       await waitForExec(child.pid!, exes[k]!.split('/').pop()!);
       pids[k] = child.pid!;
@@ -458,6 +460,16 @@ describe('files mode (ima-ng): real processes matched through /proc/<pid>/exe an
     expect(imaOf(s)).toEqual([`exe-sha256:${sha256(readFileSync(exes['unmeasured']!))}`]);
     expect(events(eventsPath).filter((e) => e.workload?.pod_uid === unmeasured.uid)).toEqual([]);
     expect(lines.some((l) => l.message === 'IMA: container not verified' && /were not measured/.test(String(l.fields?.['reason'])))).toBe(true);
+  });
+
+  it('an executable neither measured nor allowed is a violation too (the event has no list entry)', async () => {
+    const s = await attest(a, pids['rogue']!);
+    const exeSha = sha256(readFileSync(exes['rogue']!));
+    expect(imaOf(s)).toEqual([`exe-sha256:${exeSha}`]);
+    const ev = await until('the event', () => events(eventsPath).find((e) => e.workload?.pod_uid === rogue.uid));
+    expect(ev.workload).toMatchObject({ path: exes['rogue'], digest: `sha256:${exeSha}`, rule: 'not-in-policy', mode: 'files' });
+    expect(ev.workload.entry).toBeUndefined();
+    expect(ev.reason).toBe(`runtime policy "std-runtime": file "${exes['rogue']}" (sha256:${exeSha}), not in the IMA list: not in the runtime policy's digests [rule not-in-policy]`);
   });
 
   it('a list from another machine (it does not replay to this TPM\'s PCR 10) yields no IMA selector', async () => {
