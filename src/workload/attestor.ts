@@ -12,6 +12,7 @@
 import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Cancelled, InvalidConfig, NotConfigured, PreconditionFailed } from '../errors.js';
+import { DecisionEvents } from '../nodeattestor/event-sinks.js';
 import type { CoreConfig, PluginContext, WorkloadAttestor } from '../plugin/types.js';
 import { autoCandidates, buildSource, DeferredAutoSource, kubernetesApiSource, probeSources } from './auto.js';
 import { NamespaceLabelIndex, namespaceLabelSelectors } from './namespace-labels.js';
@@ -19,7 +20,6 @@ import { CgroupMatchers, locateContainer, podmanSocketFor, type Located } from '
 import { parseConfig, type WorkloadConfig } from './config.js';
 import { WorkloadErrorCode } from './errors.js';
 import { WorkloadIma } from './ima.js';
-import { DecisionEvents } from '../nodeattestor/event-sinks.js';
 import { PodIndex, type IndexStatus } from './pod-index.js';
 import type { PodSource } from './pod-source.js';
 import { Procfs } from './procfs.js';

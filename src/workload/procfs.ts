@@ -157,16 +157,16 @@ export class Procfs {
     if (!/^[0-9a-f]{1,16}-[0-9a-f]{1,16}$/.test(range)) {
       throw new MalformedInput(WorkloadErrorCode.PROC_READ, `pid ${pid}: "${range.slice(0, 40)}" is not a mapping range`, { fields: { pid, rule: 'map-range' } });
     }
-    return this.#hashLink(pid, `map_files/${range}`, alg, sizeLimit, 'mapped file');
+    return this.#hashLink(pid, `map_files/${range}`, alg, sizeLimit, 'mapped file', 'ima_file_size_limit');
   }
 
   /** Digest of the executable through `/proc/<pid>/exe` in any algorithm Node hashes (IMA logs sha1 on older kernels). */
   exeDigest(pid: number, alg: string, sizeLimit: number): string {
-    return this.#hashLink(pid, 'exe', alg, sizeLimit, 'executable');
+    return this.#hashLink(pid, 'exe', alg, sizeLimit, 'executable', 'ima_file_size_limit');
   }
 
   /** Hashes what a magic link under /proc/<pid> points at; cached by (alg, dev, inode, size, mtime). */
-  #hashLink(pid: number, file: string, alg: string, sizeLimit: number, what: string): string {
+  #hashLink(pid: number, file: string, alg: string, sizeLimit: number, what: string, limitKey = 'workload_size_limit'): string {
     const link = this.#path(pid, file);
     let fd: number;
     try {
@@ -177,8 +177,8 @@ export class Procfs {
     try {
       const st = fstatSync(fd);
       if (sizeLimit > 0 && st.size > sizeLimit) {
-        throw new PreconditionFailed(WorkloadErrorCode.EXE_TOO_LARGE, `pid ${pid}: ${what} is larger than workload_size_limit`, {
-          fields: { pid, size: st.size, limit: sizeLimit, rule: 'workload_size_limit' },
+        throw new PreconditionFailed(WorkloadErrorCode.EXE_TOO_LARGE, `pid ${pid}: ${what} is larger than ${limitKey}`, {
+          fields: { pid, size: st.size, limit: sizeLimit, rule: limitKey },
         });
       }
       const key = `${alg}:${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
@@ -192,8 +192,8 @@ export class Procfs {
         if (n === 0) break;
         total += n;
         if (sizeLimit > 0 && total > sizeLimit) {
-          throw new PreconditionFailed(WorkloadErrorCode.EXE_TOO_LARGE, `pid ${pid}: ${what} grew past workload_size_limit`, {
-            fields: { pid, limit: sizeLimit, rule: 'workload_size_limit' },
+          throw new PreconditionFailed(WorkloadErrorCode.EXE_TOO_LARGE, `pid ${pid}: ${what} grew past ${limitKey}`, {
+            fields: { pid, limit: sizeLimit, rule: limitKey },
           });
         }
         h.update(buf.subarray(0, n));

@@ -472,6 +472,17 @@ describe('files mode (ima-ng): real processes matched through /proc/<pid>/exe an
     expect(ev.reason).toBe(`runtime policy "std-runtime": file "${exes['rogue']}" (sha256:${exeSha}), not in the IMA list: not in the runtime policy's digests [rule not-in-policy]`);
   });
 
+  it('a file larger than ima_file_size_limit is not hashed: no IMA selector, and a warning names the limit', async () => {
+    const b = await attestor({ ima_log_path: ima.path, ima_tpm_tcti: tpm.tcti, ima_mode: 'files', ima_file_size_limit: 1000 }, lines);
+    try {
+      expect(imaOf(await attest(b, pids['allowed']!))).toEqual([]);
+      const warn = lines.find((l) => l.level === 'warn' && /cannot read the process's files/.test(l.message) && l.fields?.['pid'] === pids['allowed']);
+      expect(warn?.fields?.['reason']).toMatch(/executable is larger than ima_file_size_limit/);
+    } finally {
+      await b.close();
+    }
+  });
+
   it('a list from another machine (it does not replay to this TPM\'s PCR 10) yields no IMA selector', async () => {
     const other = await startSwtpm();
     try {
