@@ -10,7 +10,7 @@
  *  - files mode (ima-ng): real processes whose executable (through /proc/<pid>/exe) is or is not allowed;
  *  - the built binary through the plugin runtime (go-plugin handshake, HCL Configure, Attest over gRPC).
  */
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
 import { appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readlinkSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -157,6 +157,25 @@ describe('configuration', () => {
     ).rejects.toThrow(/ima_policy_verification_key_path: not a public key/);
     await expect(a.validate({ pod_source: 'none', ima_policy_path: join(dir.path, 'missing.json') }, { trustDomain: 'edge.example' })).rejects.toThrow(/"ima_policy_path": cannot read/);
     expect(await a.validate({ pod_source: 'none', ima_policy_path: join(dir.path, 'unsigned.json') }, { trustDomain: 'edge.example' })).toEqual([]);
+  });
+
+  it('a DSSE-signed policy is accepted with its verification key, an unsigned one refused, as on the server', async () => {
+    const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+    writeFileSync(join(dir.path, 'dsse.pub.pem'), publicKey.export({ type: 'spki', format: 'pem' }));
+    const payload = Buffer.from(policy({ '/usr/bin/app': [hex(fileDigest('sha256', APP))] }));
+    const type = 'application/vnd.keylime+json';
+    const pae = Buffer.concat([Buffer.from(`DSSEv1 ${type.length} ${type} ${payload.length} `), payload]);
+    const envelope = { payloadType: type, payload: payload.toString('base64'), signatures: [{ keyid: '', sig: cryptoSign(null, pae, privateKey).toString('base64') }] };
+    writeFileSync(join(dir.path, 'signed.json'), JSON.stringify(envelope));
+    const a = new EdgeWorkloadAttestor({ log: recordingLogger(), host: { names: [], agentExists: async () => false } }, { env: {} });
+    const key = { ima_policy_verification_key_path: join(dir.path, 'dsse.pub.pem') };
+    expect(await a.validate({ pod_source: 'none', ima_policy_path: join(dir.path, 'signed.json'), ...key }, { trustDomain: 'edge.example' })).toEqual([]);
+    await expect(a.validate({ pod_source: 'none', ima_policy_path: join(dir.path, 'unsigned.json'), ...key }, { trustDomain: 'edge.example' })).rejects.toThrow(/is not signed, and a verification key is configured/);
+    writeFileSync(join(dir.path, 'forged.json'), JSON.stringify({ ...envelope, payload: Buffer.from(policy({})).toString('base64') }));
+    await expect(a.validate({ pod_source: 'none', ima_policy_path: join(dir.path, 'forged.json'), ...key }, { trustDomain: 'edge.example' })).rejects.toThrow(/DSSE signature does not verify/);
+    await expect(
+      a.validate({ pod_source: 'none', ima_policy_path: join(dir.path, 'unsigned.json'), ima_policy_sha256: sha256('something else') }, { trustDomain: 'edge.example' }),
+    ).rejects.toThrow(/Checksum of runtime policy does not match/);
   });
 });
 
