@@ -96,6 +96,23 @@ const Schema = z.strictObject({
   ima_pcr_bank: z.enum(['sha1', 'sha256', 'sha384', 'sha512']).optional(),
   ima_mode: z.enum(['auto', 'cgroup', 'files']).optional(),
   ima_file_size_limit: z.number().int().min(0).optional(),
+  /** Runtime policies per container image, chosen by the container's image or image ID (docs/ima.md). */
+  ima_image_policies: z
+    .array(
+      z
+        .object({
+          image: z.string().min(1).max(1024),
+          policy_path: path,
+          policy_name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/),
+          policy_sha256: z.string().regex(/^[0-9a-fA-F]{64}$/).optional(),
+        })
+        .strict(),
+    )
+    .min(1)
+    .max(256)
+    .optional(),
+  /** A container whose image has no entry in ima_image_policies is not verified (instead of using ima_policy_path). */
+  ima_require_image_policy: z.boolean().optional(),
   /** Where IMA violations go as decision events (the tpm server's sinks and shape; the revoker deletes the pod). */
   decision_events: decisionEventsSchema.optional(),
 });
@@ -117,6 +134,18 @@ export interface WorkloadImaConfig {
   readonly mode: 'auto' | 'cgroup' | 'files';
   /** Largest file hashed for matching (bytes, 0 = no limit). */
   readonly fileSizeLimit: number;
+  /** Per-image runtime policies (image reference or image ID → policy). */
+  readonly imagePolicies?: readonly ImagePolicyConfig[];
+  /** Containers whose image has no per-image policy are not verified. */
+  readonly requireImagePolicy: boolean;
+}
+
+export interface ImagePolicyConfig {
+  /** Matched exactly against the container's image and image ID as the pod source reports them. */
+  readonly image: string;
+  readonly policyPath: string;
+  readonly policyName: string;
+  readonly policySha256?: string;
 }
 
 /**
@@ -239,8 +268,17 @@ function imaSettings(c: z.output<typeof Schema>): WorkloadImaConfig | undefined 
   const set = (Object.keys(c) as (keyof typeof c)[]).some((k) => k.startsWith('ima_') && c[k] !== undefined);
   if (!set) return undefined;
   if (c.ima_policy_path === undefined) {
-    const orphan = (['ima_policy_name', 'ima_policy_sha256', 'ima_policy_verification_key_path'] as const).find((k) => c[k] !== undefined);
+    const orphan = (['ima_policy_name', 'ima_policy_sha256'] as const).find((k) => c[k] !== undefined);
     if (orphan) throw invalid(orphan, 'only means something with ima_policy_path');
+    if (c.ima_policy_verification_key_path !== undefined && c.ima_image_policies === undefined) {
+      throw invalid('ima_policy_verification_key_path', 'only means something with ima_policy_path or ima_image_policies');
+    }
+  }
+  if (c.ima_require_image_policy && c.ima_image_policies === undefined) throw invalid('ima_require_image_policy', 'only means something with ima_image_policies');
+  const images = new Set<string>();
+  for (const p of c.ima_image_policies ?? []) {
+    if (images.has(p.image)) throw invalid('ima_image_policies', `image "${p.image.slice(0, 256)}" is listed twice`);
+    images.add(p.image);
   }
   return {
     logPath: c.ima_log_path ?? DEFAULT_IMA_LOG_PATH,
@@ -253,6 +291,17 @@ function imaSettings(c: z.output<typeof Schema>): WorkloadImaConfig | undefined 
     pcrBank: c.ima_pcr_bank ?? 'sha256',
     mode: c.ima_mode ?? 'auto',
     fileSizeLimit: c.ima_file_size_limit ?? 256 * 1024 * 1024,
+    ...(c.ima_image_policies !== undefined
+      ? {
+          imagePolicies: c.ima_image_policies.map((p) => ({
+            image: p.image,
+            policyPath: p.policy_path,
+            policyName: p.policy_name,
+            ...(p.policy_sha256 !== undefined ? { policySha256: p.policy_sha256.toLowerCase() } : {}),
+          })),
+        }
+      : {}),
+    requireImagePolicy: c.ima_require_image_policy ?? false,
   };
 }
 

@@ -153,6 +153,8 @@ export class WorkloadIma {
   readonly #config: WorkloadImaConfig;
   readonly #deps: WorkloadImaDeps;
   readonly #policy: RuntimePolicy | undefined;
+  /** Per-image policies by image reference or image ID (ima_image_policies). */
+  readonly #imagePolicies: ReadonlyMap<string, RuntimePolicy>;
   readonly #keyring: ImaKeyring | undefined;
   readonly #verifier: ImaLogVerifier;
   readonly #tpm: Tpm2Tools | undefined;
@@ -160,10 +162,17 @@ export class WorkloadIma {
   /** The last unverifiable-list warning: the same reason again within WARN_REPEAT_MS is logged at debug. */
   #lastWarning: { reason: string; at: number } | undefined;
 
-  private constructor(config: WorkloadImaConfig, deps: WorkloadImaDeps, policy: RuntimePolicy | undefined, keyring: ImaKeyring | undefined) {
+  private constructor(
+    config: WorkloadImaConfig,
+    deps: WorkloadImaDeps,
+    policy: RuntimePolicy | undefined,
+    imagePolicies: ReadonlyMap<string, RuntimePolicy>,
+    keyring: ImaKeyring | undefined,
+  ) {
     this.#config = config;
     this.#deps = deps;
     this.#policy = policy;
+    this.#imagePolicies = imagePolicies;
     this.#keyring = keyring;
     let readPcr10 = deps.readPcr10;
     if (!readPcr10) {
@@ -184,16 +193,16 @@ export class WorkloadIma {
         throw new InvalidConfig(WorkloadErrorCode.CONFIG, `workload attestor config: "${key}": cannot read ${path}: ${(err as Error).message}`, { fields: { key } });
       }
     };
-    let policy: RuntimePolicy | undefined;
-    if (config.policyPath) {
-      const verificationKeys = config.verificationKeyPath
-        ? [publicKeyFromPem(await read(config.verificationKeyPath, 'ima_policy_verification_key_path'), 'ima_policy_verification_key_path')]
-        : undefined;
-      policy = parseRuntimePolicy(await read(config.policyPath, 'ima_policy_path'), {
-        name: config.policyName,
-        ...(config.policySha256 ? { sha256: config.policySha256 } : {}),
-        ...(verificationKeys ? { verificationKeys } : {}),
-      });
+    // One DSSE verification key signs the node-wide and the per-image policies alike.
+    const verificationKeys = config.verificationKeyPath
+      ? [publicKeyFromPem(await read(config.verificationKeyPath, 'ima_policy_verification_key_path'), 'ima_policy_verification_key_path')]
+      : undefined;
+    const loadPolicy = async (path: string, key: string, name: string, sha256: string | undefined): Promise<RuntimePolicy> =>
+      parseRuntimePolicy(await read(path, key), { name, ...(sha256 ? { sha256 } : {}), ...(verificationKeys ? { verificationKeys } : {}) });
+    const policy = config.policyPath ? await loadPolicy(config.policyPath, 'ima_policy_path', config.policyName, config.policySha256) : undefined;
+    const imagePolicies = new Map<string, RuntimePolicy>();
+    for (const p of config.imagePolicies ?? []) {
+      imagePolicies.set(p.image, await loadPolicy(p.policyPath, 'ima_image_policies', p.policyName, p.policySha256));
     }
     let keyring: ImaKeyring | undefined;
     if (config.signingKeyPaths) {
@@ -206,7 +215,7 @@ export class WorkloadIma {
         }
       }
     }
-    return new WorkloadIma(config, deps, policy, keyring);
+    return new WorkloadIma(config, deps, policy, imagePolicies, keyring);
   }
 
   get policyName(): string | undefined {
@@ -243,12 +252,18 @@ export class WorkloadIma {
       });
       return [];
     }
+    const chosen = this.#policyFor(input.selectors);
     let exeSha256: string;
     let verdict: Verdict;
     const mode = this.#config.mode === 'auto' ? (verified.containerTemplates ? 'cgroup' : 'files') : this.#config.mode;
     try {
       exeSha256 = this.#deps.procfs.exeDigest(pid, 'sha256', this.#config.fileSizeLimit);
-      verdict = mode === 'cgroup' ? this.#byCgroup(verified, located) : this.#byFiles(verified, pid);
+      verdict =
+        'missing' in chosen
+          ? { verified: false, reason: chosen.missing }
+          : mode === 'cgroup'
+            ? this.#byCgroup(verified, located, chosen.policy)
+            : this.#byFiles(verified, pid, chosen.policy);
     } catch (err) {
       if (isAttestorError(err) && err.code === WorkloadErrorCode.PID_GONE) throw err;
       log.warn('IMA: cannot read the process\'s files: no IMA selectors', { ...fields, reason: (err as Error).message.slice(0, 1024) });
@@ -256,7 +271,7 @@ export class WorkloadIma {
     }
     const out = [`exe-sha256:${exeSha256}`];
     if (verdict.violation) {
-      this.#report(input, mode, verdict.violation.v, verdict.violation.inLog);
+      this.#report(input, mode, verdict.violation.v, verdict.violation.inLog, 'policy' in chosen ? chosen.policy : undefined);
       return out;
     }
     if (!verdict.verified) {
@@ -264,17 +279,40 @@ export class WorkloadIma {
       return out;
     }
     out.push('ima:verified');
-    if (this.#policy) out.push(`ima:policy:${this.#policy.name}`);
+    if ('policy' in chosen && chosen.policy) out.push(`ima:policy:${chosen.policy.name}`);
     return out;
   }
 
-  #evaluate(entries: readonly ImaEntry[]): RuntimeViolation | undefined {
-    if (!this.#policy && !this.#keyring) return undefined;
-    const verdict = evaluateRuntimePolicy(entries, { ...(this.#policy ? { policy: this.#policy } : {}), ...(this.#keyring ? { keyring: this.#keyring } : {}), maxViolations: 1 });
+  /**
+   * The runtime policy for this container: the per-image one its image or image ID names (as the pod source reports
+   * them in `container-image:` selectors), else the node-wide one. Two image policies for one container (its tag
+   * and its digest listed with different policies) is ambiguous and verifies nothing: fail closed.
+   */
+  #policyFor(selectors: readonly string[]): { policy: RuntimePolicy | undefined } | { missing: string } {
+    if (this.#imagePolicies.size > 0) {
+      const images = selectors.filter((s) => s.startsWith('container-image:')).map((s) => s.slice('container-image:'.length));
+      const found = new Map<string, RuntimePolicy>();
+      for (const image of images) {
+        const p = this.#imagePolicies.get(image);
+        if (p) found.set(p.name, p);
+      }
+      if (found.size > 1) return { missing: `the container's image matches more than one per-image runtime policy (${[...found.keys()].join(', ')})` };
+      const only = [...found.values()][0];
+      if (only) return { policy: only };
+      if (this.#config.requireImagePolicy) {
+        return { missing: `no per-image runtime policy for the container's image (${images.length ? images.join(', ').slice(0, 512) : 'not known'})` };
+      }
+    }
+    return { policy: this.#policy };
+  }
+
+  #evaluate(entries: readonly ImaEntry[], policy: RuntimePolicy | undefined): RuntimeViolation | undefined {
+    if (!policy && !this.#keyring) return undefined;
+    const verdict = evaluateRuntimePolicy(entries, { ...(policy ? { policy } : {}), ...(this.#keyring ? { keyring: this.#keyring } : {}), maxViolations: 1 });
     return verdict.violations[0];
   }
 
-  #byCgroup(verified: VerifiedImaLog, located: Located): Verdict {
+  #byCgroup(verified: VerifiedImaLog, located: Located, policy: RuntimePolicy | undefined): Verdict {
     const podUid = located.podUid?.toString();
     const mine = verified
       .byContainer(located.containerId.toString())
@@ -282,11 +320,11 @@ export class WorkloadIma {
       .map((c) => c.entry);
     // Nothing measured in this container means the list does not cover it (yet): not verified, not a violation.
     if (mine.length === 0) return { verified: false, reason: 'no verified IMA entry has this container\'s cgroup' };
-    const v = this.#evaluate(mine);
+    const v = this.#evaluate(mine, policy);
     return v ? { verified: false, violation: { v, inLog: true } } : { verified: true };
   }
 
-  #byFiles(verified: VerifiedImaLog, pid: number): Verdict {
+  #byFiles(verified: VerifiedImaLog, pid: number, policy: RuntimePolicy | undefined): Verdict {
     const procfs = this.#deps.procfs;
     const limit = this.#config.fileSizeLimit;
     const exePath = procfs.exe(pid, -1).path.replace(/ \(deleted\)$/, '');
@@ -310,14 +348,14 @@ export class WorkloadIma {
         .filter((e) => HASHABLE.has(e.digestAlg) && hex(e.digest) === digestIn(e.digestAlg))
         .at(-1);
       if (match) {
-        const v = this.#evaluate([match]);
+        const v = this.#evaluate([match], policy);
         if (v) return { verified: false, violation: { v, inLog: true } };
         continue;
       }
       unmeasured.push(file.path);
       // Not in the list, but the policy can still say the running file is not allowed.
-      if (this.#policy) {
-        const v = this.#evaluate([unloggedEntry(file.path, Buffer.from(digestIn('sha256'), 'hex'))]);
+      if (policy) {
+        const v = this.#evaluate([unloggedEntry(file.path, Buffer.from(digestIn('sha256'), 'hex'))], policy);
         if (v) return { verified: false, violation: { v, inLog: false } };
       }
     }
@@ -327,10 +365,10 @@ export class WorkloadIma {
     return { verified: true };
   }
 
-  #report(input: ImaAttestInput, mode: 'cgroup' | 'files', v: RuntimeViolation, inLog: boolean): void {
+  #report(input: ImaAttestInput, mode: 'cgroup' | 'files', v: RuntimeViolation, inLog: boolean, chosen: RuntimePolicy | undefined): void {
     const { pid, located, selectors } = input;
     const pick = (prefix: string): string | undefined => selectors.find((s) => s.startsWith(prefix))?.slice(prefix.length);
-    const policy = this.#policy?.name ?? 'ima-signatures';
+    const policy = chosen?.name ?? 'ima-signatures';
     const subject: WorkloadImaSubject = {
       ...(located.podUid ? { pod_uid: located.podUid.toString() } : pick('pod-uid:') ? { pod_uid: pick('pod-uid:')! } : {}),
       ...(pick('ns:') ? { pod_namespace: pick('ns:')! } : {}),

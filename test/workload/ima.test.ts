@@ -134,6 +134,7 @@ describe('configuration', () => {
       pcrBank: 'sha256',
       mode: 'auto',
       fileSizeLimit: 256 * 1024 * 1024,
+      requireImagePolicy: false,
     });
     // HCL1 block form of the sinks.
     expect(parseConfig({ ima_log_path: '/l', decision_events: [{ file: [{ path: '/e.jsonl' }] }] }, {}).decisionEvents?.file?.path).toBe('/e.jsonl');
@@ -145,6 +146,17 @@ describe('configuration', () => {
     expect(() => parseConfig({ ima_mode: 'guess' }, {})).toThrow(/ima_mode/);
     expect(() => parseConfig({ ima_policy_path: '/p', ima_policy_sha256: 'abc' }, {})).toThrow(/ima_policy_sha256/);
     expect(() => parseConfig({ ima_log_path: '/l', decision_events: {} }, {})).toThrow(/decision_events/);
+    // Per-image policies: a name is required, an image listed twice is ambiguous, require needs the list.
+    expect(() => parseConfig({ ima_image_policies: [{ image: 'a', policy_path: '/p' }] }, {})).toThrow(/ima_image_policies/);
+    expect(() =>
+      parseConfig({ ima_image_policies: [{ image: 'a', policy_path: '/p', policy_name: 'x' }, { image: 'a', policy_path: '/q', policy_name: 'y' }] }, {}),
+    ).toThrow(/"ima_image_policies": image "a" is listed twice/);
+    expect(() => parseConfig({ ima_log_path: '/l', ima_require_image_policy: true }, {})).toThrow(/"ima_require_image_policy": only means something with ima_image_policies/);
+    expect(() => parseConfig({ ima_image_policies: [{ image: 'a', policy_path: '/p', policy_name: 'x', extra: 1 }] }, {})).toThrow(/ima_image_policies/);
+    expect(parseConfig({ ima_image_policies: [{ image: 'a', policy_path: '/p', policy_name: 'x', policy_sha256: 'AB'.repeat(32) }], ima_require_image_policy: true }, {}).ima).toMatchObject({
+      imagePolicies: [{ image: 'a', policyPath: '/p', policyName: 'x', policySha256: 'ab'.repeat(32) }],
+      requireImagePolicy: true,
+    });
   });
 
   it('Validate reads the policy and the TCTI (a bad one is InvalidConfig before any TPM is touched)', async () => {
@@ -307,6 +319,65 @@ describe('cgroup mode (ima-cgpath) on a real swtpm, real cgroups and real proces
     const s = await attest(a, pids['quiet']!);
     expect(imaOf(s)).toEqual([`exe-sha256:${sleepSha}`]);
     expect(events(eventsPath).filter((e) => e.workload?.pod_uid === quiet.uid)).toEqual([]);
+  });
+
+  it('per-image policies: a container is judged by its own image\'s policy, an unlisted image is not verified when one is required', async () => {
+    const status = (pod: Pod) => (pod.json as any).status.containerStatuses[0] as { image: string; imageID: string };
+    // The sensor image's policy allows its app but not libc: the same entries that pass the node-wide policy fail here.
+    writeFileSync(join(dir.path, 'sensor-image.json'), policy({ boot_aggregate: [hex(fileDigest('sha256', 'boot'))], '/usr/bin/app': [hex(fileDigest('sha256', APP))] }));
+    writeFileSync(
+      join(dir.path, 'sensor-image-full.json'),
+      policy({ '/usr/bin/app': [hex(fileDigest('sha256', APP))], '/usr/lib/libc.so.6': [hex(fileDigest('sha256', LIB))] }),
+    );
+    const imageEvents = join(dir.path, 'image-events.jsonl');
+    const mk = (entries: unknown[], require: boolean) =>
+      attestor(
+        {
+          ima_log_path: ima.path,
+          ima_policy_path: join(dir.path, 'cg-policy.json'),
+          ima_policy_name: 'edge-runtime',
+          ima_image_policies: entries,
+          ima_require_image_policy: require,
+          ima_tpm_tcti: tpm.tcti,
+          decision_events: [{ file: [{ path: imageEvents }] }],
+        },
+        lines,
+      );
+    // By image ID (digest): the narrower image policy refuses libc, and the event names that policy.
+    const byId = await mk([{ image: status(good).imageID, policy_path: join(dir.path, 'sensor-image.json'), policy_name: 'sensor-image' }], false);
+    try {
+      expect(imaOf(await attest(byId, pids['good']!))).toEqual([`exe-sha256:${sleepSha}`]);
+      const ev = await until('the image-policy violation', () => events(imageEvents).find((e) => e.workload?.pod_uid === good.uid));
+      expect(ev.workload).toMatchObject({ policy: 'sensor-image', path: '/usr/lib/libc.so.6', rule: 'not-in-policy' });
+      // A pod without an image policy falls back to the node-wide one (the quiet pod: no entries, not verified; no event).
+      expect(imaOf(await attest(byId, pids['quiet']!))).toEqual([`exe-sha256:${sleepSha}`]);
+    } finally {
+      await byId.close();
+    }
+    // By image reference: the full image policy passes and names itself in ima:policy.
+    const byRef = await mk([{ image: status(good).image, policy_path: join(dir.path, 'sensor-image-full.json'), policy_name: 'sensor-image' }], true);
+    try {
+      expect(imaOf(await attest(byRef, pids['good']!))).toEqual([`exe-sha256:${sleepSha}`, 'ima:policy:sensor-image', 'ima:verified']);
+      // Required and missing: the tampered pod's image has no policy, so it is not verified, whatever the node-wide policy says.
+      expect(imaOf(await attest(byRef, pids['bad']!))).toEqual([`exe-sha256:${sleepSha}`]);
+      expect(lines.some((l) => l.message === 'IMA: container not verified' && /no per-image runtime policy/.test(String(l.fields?.['reason'])))).toBe(true);
+    } finally {
+      await byRef.close();
+    }
+    // The image's tag and digest mapped to two different policies: ambiguous, so nothing is verified.
+    const both = await mk(
+      [
+        { image: status(good).image, policy_path: join(dir.path, 'sensor-image-full.json'), policy_name: 'sensor-full' },
+        { image: status(good).imageID, policy_path: join(dir.path, 'sensor-image-full.json'), policy_name: 'sensor-by-digest' },
+      ],
+      false,
+    );
+    try {
+      expect(imaOf(await attest(both, pids['good']!))).toEqual([`exe-sha256:${sleepSha}`]);
+      expect(lines.some((l) => /more than one per-image runtime policy \((sensor-full, sensor-by-digest|sensor-by-digest, sensor-full)\)/.test(String(l.fields?.['reason'])))).toBe(true);
+    } finally {
+      await both.close();
+    }
   });
 
   it('verifies incrementally: only new entries are read, a rewritten prefix changes nothing, entries past PCR 10 wait', async () => {
