@@ -109,7 +109,10 @@ describe('signature databases report every entry by its type', () => {
     ['a signature size below 16', signatureList(SHA256_GUID, [], { signatureSize: 15 }), /SignatureSize 15 below 16/],
     ['entries that do not fill the list', signatureList(SHA256_GUID, [new Uint8Array(32)], { signatureSize: 40 }), /signatures do not fill the list \(SignatureSize 40\)/],
     ['a header past the list', signatureList(SHA256_GUID, [], { header: Uint8Array.of(1), listSize: 28 }), /SignatureHeader/],
-    ['a cut-off list header', signatureList(SHA256_GUID, [new Uint8Array(32)]).subarray(0, 20), /SignatureHeaderSize/],
+    ['a list cut in its type', signatureList(SHA256_GUID, [new Uint8Array(32)]).subarray(0, 10), /SignatureType: needs 16 bytes/],
+    ['a list cut in its size', signatureList(SHA256_GUID, [new Uint8Array(32)]).subarray(0, 18), /SignatureListSize: needs 4 bytes/],
+    ['a list cut in its header size', signatureList(SHA256_GUID, [new Uint8Array(32)]).subarray(0, 22), /SignatureHeaderSize: needs 4 bytes/],
+    ['a list cut in its signature size', signatureList(SHA256_GUID, [new Uint8Array(32)]).subarray(0, 26), /SignatureSize: needs 4 bytes/],
   ])('%s is reported as a parse error, entries read so far kept, nothing thrown', (_name, list, message) => {
     const good = signatureList(SHA256_GUID, [new Uint8Array(32).fill(5)]);
     const db = parseSignatureDatabase('KEK', new Uint8Array([...good, ...list]), true);
