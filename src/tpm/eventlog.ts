@@ -237,6 +237,50 @@ export function startupLocalityOf(event: LoggedEvent): number | undefined {
   return event.data[STARTUP_LOCALITY_SIGNATURE.length];
 }
 
+/** StartupLocality values the PFP defines: 0 or 3 (the locality of TPM2_Startup), 4 (an H-CRTM ran). */
+const STARTUP_LOCALITIES: ReadonlySet<number> = new Set([0, 3, 4]);
+const H_CRTM_LOCALITY = 4;
+
+/**
+ * The PFP rules for how PCR 0 starts (TCG PC Client PFP §10.4.5.3 StartupLocality; §3.3.4.1 and §10.4.1
+ * EV_EFI_HCRTM_EVENT), checked while parsing so a log that breaks them is malformed rather than replayed from a
+ * guessed start value:
+ * - an EV_NO_ACTION on PCR 0 whose data starts with "StartupLocality\0" is the 17-byte StartupLocality event, holds
+ *   0, 3 or 4, appears at most once, and precedes every extend of PCR 0 (it describes the value PCR 0 started at);
+ * - an EV_EFI_HCRTM_EVENT (the digest the H-CRTM extended, logged by the firmware afterwards) is on PCR 0, appears at
+ *   most once, is the first extend of PCR 0, and requires StartupLocality 4.
+ */
+class Pcr0StartRules {
+  startupLocality: number | undefined;
+  #pcr0Extended = false;
+  #hcrtmSeen = false;
+
+  check(event: LoggedEvent): void {
+    const fail = (what: string): never => {
+      throw malformed(event.sequence, event.offset, what);
+    };
+    if (event.type === EventType.EV_NO_ACTION && event.pcrIndex === 0 && startsWithAscii(event.data, STARTUP_LOCALITY_SIGNATURE)) {
+      const locality = startupLocalityOf(event);
+      if (locality === undefined) fail(`StartupLocality event is ${event.data.length} bytes, not ${STARTUP_LOCALITY_SIGNATURE.length + 1}`);
+      if (!STARTUP_LOCALITIES.has(locality!)) fail(`StartupLocality ${locality} is not 0, 3 or 4`);
+      if (this.startupLocality !== undefined) fail('a second StartupLocality event');
+      if (this.#pcr0Extended) fail('StartupLocality event after an extend of PCR 0');
+      this.startupLocality = locality;
+      return;
+    }
+    if (event.type === EventType.EV_EFI_HCRTM_EVENT) {
+      if (event.pcrIndex !== 0) fail(`EV_EFI_HCRTM_EVENT on PCR ${event.pcrIndex}, not PCR 0`);
+      if (this.#hcrtmSeen) fail('a second EV_EFI_HCRTM_EVENT');
+      if (this.#pcr0Extended) fail('EV_EFI_HCRTM_EVENT is not the first extend of PCR 0');
+      if (this.startupLocality !== H_CRTM_LOCALITY) {
+        fail(`EV_EFI_HCRTM_EVENT needs a preceding StartupLocality ${H_CRTM_LOCALITY} event (found ${this.startupLocality ?? 'none'})`);
+      }
+      this.#hcrtmSeen = true;
+    }
+    if (event.pcrIndex === 0 && event.type !== EventType.EV_NO_ACTION) this.#pcr0Extended = true;
+  }
+}
+
 /**
  * Parses a TCG PC Client event log (crypto-agile or legacy SHA-1). Throws `MalformedInput` (code
  * `ERR_EVENTLOG_MALFORMED`) naming the event index and byte offset; never grants trust.
@@ -256,18 +300,16 @@ export function parseEventLog(input: Uint8Array): UnverifiedEventLog {
   const specId = isSpecIdEvent ? parseSpecIdEvent(first.data, first.offset) : undefined;
 
   const events: LoggedEvent[] = [first];
-  let startupLocality = startupLocalityOf(first);
+  const pcr0 = new Pcr0StartRules();
+  pcr0.check(first);
   while (reader.remaining > 0) {
     const sequence = events.length;
     if (sequence >= MAX_EVENTS) throw malformed(sequence, reader.offset, `more than MAX_EVENTS (${MAX_EVENTS}) events`);
     const event = specId ? readAgileEvent(reader, sequence, specId) : readLegacyEvent(reader, sequence);
-    const locality = startupLocalityOf(event);
-    if (locality !== undefined) {
-      if (startupLocality !== undefined) throw malformed(sequence, event.offset, 'a second StartupLocality event');
-      startupLocality = locality;
-    }
+    pcr0.check(event);
     events.push(event);
   }
+  const startupLocality = pcr0.startupLocality;
 
   return {
     trust: 'unverified',
