@@ -95,6 +95,8 @@ export interface UnverifiedEventLog {
    * PCR 0's initial value to 0…03 (locality 3) or 0…04 (H-CRTM); undefined when the log has none.
    */
   readonly startupLocality: number | undefined;
+  /** Parse quirks this log needed (e.g. SPEC_ID_VENDOR_INFO_PAST_EVENT_SIZE); empty for a log that follows the PFP. */
+  readonly parseQuirks: readonly string[];
   /** Every event, including EV_NO_ACTION ones, in log order. UNTRUSTED: debug and offline use only. */
   readonly untrustedEvents: readonly LoggedEvent[];
 }
@@ -146,8 +148,26 @@ function readEventData(reader: BytesReader, eventIndex: number): Uint8Array {
   return reader.take(size, 'event data');
 }
 
-/** Parses TCG_EfiSpecIDEvent (TCG PC Client PFP §10.4.5.1), which must fill the event data exactly. */
-function parseSpecIdEvent(data: Uint8Array, eventOffset: number): SpecIdEvent {
+/**
+ * Parse quirk: the Spec ID event's eventSize ends before its vendorInfo does, and the rest of vendorInfo follows the
+ * event in the log (tpm2-tools reads such logs; its fixture specid-vendordata.bin declares eventSize 37, which ends
+ * at vendorInfoSize, then carries the 4 vendorInfo bytes). The Spec ID event is never extended, so this changes where
+ * the next event starts and nothing that any digest covers. Reported in `UnverifiedEventLog.parseQuirks`.
+ */
+export const SPEC_ID_VENDOR_INFO_PAST_EVENT_SIZE = 'spec-id-vendor-info-past-event-size';
+
+/** A Spec ID event, and how many vendorInfo bytes lie in the log after the event's declared end (0 normally). */
+interface ParsedSpecId {
+  readonly specId: SpecIdEvent;
+  readonly vendorInfoOverrun: number;
+}
+
+/**
+ * Parses TCG_EfiSpecIDEvent (TCG PC Client PFP §10.4.5.1), which must fill the event data exactly. The one
+ * tolerated deviation: vendorInfo may run past the data (see SPEC_ID_VENDOR_INFO_PAST_EVENT_SIZE); the caller then
+ * reads the overrun from the log, so the result's vendorInfo holds only the part inside the event.
+ */
+function parseSpecIdEvent(data: Uint8Array, eventOffset: number): ParsedSpecId {
   const reader = new BytesReader(data, 'TCG_EfiSpecIDEvent');
   const fail = (what: string): never => {
     throw malformed(0, eventOffset, `Spec ID event: ${what}`);
@@ -176,9 +196,10 @@ function parseSpecIdEvent(data: Uint8Array, eventOffset: number): SpecIdEvent {
     }
     // TCG PC Client PFP §10.4.5.1: vendorInfoSize u8 then vendorInfo; some firmware puts data there.
     const vendorInfoSize = reader.u8('vendorInfoSize');
-    const vendorInfo = reader.take(vendorInfoSize, 'vendorInfo');
+    const vendorInfoOverrun = Math.max(0, vendorInfoSize - reader.remaining);
+    const vendorInfo = reader.take(vendorInfoSize - vendorInfoOverrun, 'vendorInfo');
     if (reader.remaining !== 0) fail(`${reader.remaining} trailing bytes after vendorInfo`);
-    return { platformClass, specVersionMinor, specVersionMajor, specErrata, uintnSize, algorithms, vendorInfo };
+    return { specId: { platformClass, specVersionMinor, specVersionMajor, specErrata, uintnSize, algorithms, vendorInfo }, vendorInfoOverrun };
   });
 }
 
@@ -297,7 +318,18 @@ export function parseEventLog(input: Uint8Array): UnverifiedEventLog {
     first.type === EventType.EV_NO_ACTION &&
     isAllZero(first.digests.get('sha1')!) &&
     startsWithAscii(first.data, SPEC_ID_EVENT03_SIGNATURE);
-  const specId = isSpecIdEvent ? parseSpecIdEvent(first.data, first.offset) : undefined;
+  const parsedSpecId = isSpecIdEvent ? parseSpecIdEvent(first.data, first.offset) : undefined;
+  let specId = parsedSpecId?.specId;
+  const parseQuirks: string[] = [];
+  if (specId && parsedSpecId!.vendorInfoOverrun > 0) {
+    const overrun = parsedSpecId!.vendorInfoOverrun;
+    if (overrun > reader.remaining) {
+      throw malformed(0, first.offset, `Spec ID event: vendorInfoSize ${overrun + specId.vendorInfo.length} runs past the end of the log`);
+    }
+    const rest = reader.take(overrun, 'vendorInfo after the Spec ID event');
+    specId = { ...specId, vendorInfo: Uint8Array.from([...specId.vendorInfo, ...rest]) };
+    parseQuirks.push(SPEC_ID_VENDOR_INFO_PAST_EVENT_SIZE);
+  }
 
   const events: LoggedEvent[] = [first];
   const pcr0 = new Pcr0StartRules();
@@ -317,6 +349,7 @@ export function parseEventLog(input: Uint8Array): UnverifiedEventLog {
     specId,
     banks: specId ? specId.algorithms.map((a) => a.bank) : ['sha1'],
     startupLocality,
+    parseQuirks,
     untrustedEvents: events,
   };
 }
