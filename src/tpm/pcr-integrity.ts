@@ -87,8 +87,9 @@ export function pcrProblems(verified: VerifiedEvents, pcrs: readonly number[], o
       }
     }
   }
-  // A failed ExitBootServices() is retried, so the boot ends at the last invocation.
-  const invocations = verified.events.filter((e) => isExitBootServicesAction(e, EXIT_BOOT_SERVICES_INVOCATION));
+  // A failed ExitBootServices() is retried, so the boot ends at the last invocation. One a quirk added (never logged,
+  // sequence -1) happened after every logged event, so it puts no logged event after the end.
+  const invocations = verified.events.filter((e) => e.quirk === undefined && isExitBootServicesAction(e, EXIT_BOOT_SERVICES_INVOCATION));
   const end = invocations.at(-1);
   if (end === undefined) return out;
   for (const event of verified.events) {

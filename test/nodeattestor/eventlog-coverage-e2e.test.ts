@@ -8,10 +8,13 @@
  * Logs are written byte by byte by test code (kit.ts / eventlog-builder.ts) from the real OVMF golden log's events.
  */
 import * as grpc from '@grpc/grpc-js';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toHex } from '../../src/tpm/bytes.js';
 import { EventType } from '../../src/tpm/eventlog-types.js';
+import { repoRoot } from '../helpers/binaries.js';
 import { relayAttestation } from '../helpers/spire-relay.js';
+import { runCli } from '../cli/run-cli.js';
 import { extendPcrs, type SwtpmHandle } from '../helpers/swtpm.js';
 import { AttackLab, expectRefused, goldenEvents, writeLog, type LogEvent } from '../adversarial/kit.js';
 import { ascii, buildLegacyLog, concat, hash } from '../tpm/eventlog-builder.js';
@@ -95,3 +98,20 @@ describe('a TPM 1.2-style SHA-1 log against a TPM 2.0 quote of the sha1 bank', (
     await expectRefused(attest(node, legacyLog), grpc.status.PERMISSION_DENIED, /replays none of the quoted PCRs/);
   }, 60_000);
 });
+
+describe('the firmware workaround eventlog inspect --pcrs reports is the one tpm-server applies', () => {
+  it('a log missing its ExitBootServices events is admitted with its facts; the CLI names exit-boot-services-unlogged', async () => {
+    const events = goldenEvents();
+    const node = await lab.bootNode(events);
+    const stripped = events.filter((e) => !(e.pcr === 5 && Buffer.from(e.data).toString('latin1').startsWith('Exit Boot Services')));
+    expect(stripped.length).toBe(events.length - 2);
+    const log = writeLog(stripped);
+    // Same bytes as the CLI fixture: what the docs/cli.md example replays.
+    expect(Buffer.from(log).equals(readFileSync(`${repoRoot}test/fixtures/eventlog/cli-exit-boot-services-unlogged.bin`))).toBe(true);
+    const { attributes } = await attest(node, log);
+    expect(attributes.selector_values).toContain('secureboot:enabled');
+    const cli = await runCli(['eventlog', 'inspect', lab.file('log.bin', log), '--pcrs', `${repoRoot}test/fixtures/eventlog/cli-exit-boot-services-unlogged.pcrs.yaml`, '--json']);
+    expect(JSON.parse(cli.stdout).replay).toMatchObject({ result: 'match', quirks: [{ id: 'exit-boot-services-unlogged' }], secureBoot: { state: 'enabled' } });
+  }, 120_000);
+});
+
