@@ -51,6 +51,7 @@ describe('H-CRTM and locality-3 platforms through the shipped tpm-server', () =>
   it('an H-CRTM log (StartupLocality 4, EV_EFI_HCRTM_EVENT, then the firmware events) is admitted with its boot facts', async () => {
     const { attributes } = await attest(hcrtmNode, writeLog([startupLocality(4), hcrtmEvent, ...events]));
     expect(attributes.selector_values).toContain('secureboot:enabled');
+    expect(attributes.selector_values.filter((s) => s.startsWith('kernel_cmdline_sha256:'))).toHaveLength(1);
   }, 60_000);
 
   it('the same TPM with the H-CRTM hidden from the log is refused: PCR 0 does not replay', async () => {
@@ -87,6 +88,8 @@ describe('a TPM 1.2-style SHA-1 log against a TPM 2.0 quote of the sha1 bank', (
   it('is admitted; Secure Boot, a fact SHA-1 can still carry, is read from it', async () => {
     const { attributes } = await attest(node, legacyLog, SHA1_PCRS);
     expect(attributes.selector_values).toContain('secureboot:enabled');
+    // The command line is not a fact from SHA-1 alone, so no selector names it.
+    expect(attributes.selector_values.filter((s) => s.startsWith('kernel_cmdline_sha256:'))).toEqual([]);
   }, 60_000);
 
   it('a policy on the kernel command line fails closed: SHA-1 cannot vouch for data the node chooses', async () => {
