@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { parsePolicyFile } from '../../src/policy/policy.js';
 import { checkPolicy } from '../../src/policy/evaluate.js';
+import { createPolicyFromEventLog } from '../../src/policy/create.js';
 import { deriveBootFacts } from '../../src/tpm/bootfacts.js';
 import { toHex } from '../../src/tpm/bytes.js';
 import { parseEventLog } from '../../src/tpm/eventlog.js';
@@ -132,3 +133,13 @@ describe('sha1 next to sha256: a SHA-1 digest never satisfies an allowlist', () 
     expect(violations.map((v) => v.rule)).toEqual(['boot_applications (event 15)', 'kernels (event 17)']);
   });
 });
+
+describe('policy create never writes a SHA-1 allowlist entry', () => {
+  it('from a sha1 + sha384 log it lists the sha384 digests; from a SHA-1-only log it writes no image or file rule', () => {
+    const both = createPolicyFromEventLog(parseEventLog(buildAgileLog(boot().map(({ digests: _d, ...e }) => e), ['sha1', 'sha384'])), { name: 'p', pcrs: [] });
+    expect([...both.bootApplications!]).toEqual([toHex(hash('sha384', new Uint8Array(32)))]);
+    const sha1Only = createPolicyFromEventLog(parseEventLog(buildLegacyLog(boot())), { name: 'p', pcrs: [] });
+    expect([sha1Only.bootApplications, sha1Only.kernels, sha1Only.kernelCmdline, sha1Only.secureBoot]).toEqual([undefined, undefined, undefined, true]);
+  });
+});
+
