@@ -98,6 +98,9 @@ function describe(event: LoggedEvent): string {
       }
     case EventType.EV_SEPARATOR:
       return `separator ${toHex(event.data)}`;
+    case EventType.EV_EFI_HCRTM_EVENT:
+      // The digest is what the H-CRTM measured before TPM2_Startup; the data is only the PFP's "HCRTM" marker.
+      return `H-CRTM measurement (${printable(latin1(event.data))})`;
     case EventType.EV_EFI_ACTION:
     case EventType.EV_ACTION:
     case EventType.EV_IPL:

@@ -5,6 +5,7 @@
  * The swtpm half starts real TPMs that way (swtpm_ioctl -l 3 / -h) and replays against what they report.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { inspectEventLog } from '../../src/cli/eventlog-inspect.js';
 import { GrpcCode, MalformedInput } from '../../src/errors.js';
 import { HashAlg } from '../../src/tpm/alg.js';
 import { parseEventLog } from '../../src/tpm/eventlog.js';
@@ -79,6 +80,8 @@ describe('H-CRTM and StartupLocality: replay in every bank', () => {
     for (const bank of ALL_BANKS) expect(verified.replayedPcrs.get(bank)?.has(0), bank).toBe(true);
     expect(verified.onPcr(0).map((e) => e.type)[0]).toBe(EventType.EV_EFI_HCRTM_EVENT);
     expect(verified.appliedQuirks).toEqual([]);
+    const inspected = inspectEventLog(buildAgileLog(events, ALL_BANKS), { json: true });
+    expect([inspected.startupLocality, inspected.events[1]!.description, inspected.events[2]!.description]).toEqual([4, 'StartupLocality 4', 'H-CRTM measurement (HCRTM)']);
   });
 
   it('locality 3: PCR 0 starts at 0…03 in every bank', () => {
