@@ -8,7 +8,7 @@
 import { toHex } from '../tpm/bytes.js';
 import { parseEventLog, startupLocalityOf, type LoggedEvent } from '../tpm/eventlog.js';
 import { EventType, eventTypeName } from '../tpm/eventlog-types.js';
-import { computePcrs, isExtendedEvent, replayEventLog } from '../tpm/replay.js';
+import { computePcrs, EventLogReplayFailed, isExtendedEvent, replayEventLog, type PcrBankValues } from '../tpm/replay.js';
 import { deriveSecureBootFacts, parseUefiVariableData } from '../tpm/secureboot.js';
 
 /** Longest data description printed per event. */
@@ -34,6 +34,38 @@ export interface EventLogInspection {
   /** bank → PCR index (string) → hex, for PCRs the log extends. */
   readonly pcrs: Record<string, Record<string, string>>;
   readonly secureBoot: { readonly state: 'enabled' | 'disabled' | 'unknown'; readonly reason: string };
+  /** With `--pcrs`: the log replayed against the given PCR values exactly as tpm-server replays it against a quote. */
+  readonly replay?: PcrReplayReport;
+}
+
+/**
+ * The log replayed against given PCR values as tpm-server does after a verified quote: `replayEventLog` with every
+ * firmware quirk of eventlog-quirks.ts (tried only after the strict replay failed), then the server's
+ * require_event_log rule that a log must replay at least one given PCR. The values are claims, not a quote.
+ */
+export interface PcrReplayReport {
+  /** The PCR values file. */
+  readonly against: string;
+  /** `match` is what tpm-server would accept (with the default require_event_log); the others it refuses. */
+  readonly result: 'match' | 'mismatch' | 'verifies-nothing';
+  /** Parse quirks the log needed (e.g. `spec-id-vendor-info-past-event-size`). */
+  readonly parseQuirks: readonly string[];
+  /** The firmware workaround that made the replay match, if one was needed. */
+  readonly quirks: readonly { readonly id: string; readonly pcrIndex: number; readonly description: string }[];
+  /** Every given PCR the log does not replay to (`result: mismatch`), as tpm-server names them. */
+  readonly mismatches: readonly { readonly bank: string; readonly index: number; readonly quoted: string; readonly replayed: string }[];
+  /** bank → given PCR indices the log replayed to. */
+  readonly replayedPcrs: Record<string, readonly number[]>;
+  /** Given PCRs outside 0–9 that are not at their reset value and that the log does not extend. */
+  readonly unexplainedPcrs: readonly number[];
+  /** Secure Boot derived from this replay (as the server would, had a quote covered these values). */
+  readonly secureBoot?: { readonly state: 'enabled' | 'disabled' | 'unknown'; readonly reason: string };
+}
+
+/** Given PCR values (from a file; see pcr-values-file.ts) and the file they came from. */
+export interface PcrsToReplay {
+  readonly values: PcrBankValues;
+  readonly source: string;
 }
 
 function printable(text: string): string {
@@ -66,6 +98,9 @@ function describe(event: LoggedEvent): string {
       }
     case EventType.EV_SEPARATOR:
       return `separator ${toHex(event.data)}`;
+    case EventType.EV_EFI_HCRTM_EVENT:
+      // The digest is what the H-CRTM measured before TPM2_Startup; the data is only the PFP's "HCRTM" marker.
+      return `H-CRTM measurement (${printable(latin1(event.data))})`;
     case EventType.EV_EFI_ACTION:
     case EventType.EV_ACTION:
     case EventType.EV_IPL:
@@ -83,10 +118,35 @@ function utf16(data: Uint8Array): string {
   return s;
 }
 
-/** Parses and describes a log; `json: true` gives the documented object, otherwise human-readable text. */
-export function inspectEventLog(bytes: Uint8Array, options: { json: true }): EventLogInspection;
-export function inspectEventLog(bytes: Uint8Array, options?: { json?: false }): string;
-export function inspectEventLog(bytes: Uint8Array, options: { json?: boolean } = {}): EventLogInspection | string {
+function replayAgainst(log: ReturnType<typeof parseEventLog>, pcrs: PcrsToReplay): PcrReplayReport {
+  const base = { against: pcrs.source, parseQuirks: log.parseQuirks };
+  let verified;
+  try {
+    verified = replayEventLog(log, { values: pcrs.values });
+  } catch (err) {
+    if (!(err instanceof EventLogReplayFailed)) throw err;
+    return { ...base, result: 'mismatch', quirks: [], mismatches: err.invalidPcrs, replayedPcrs: {}, unexplainedPcrs: [] };
+  }
+  const replayedPcrs = Object.fromEntries([...verified.replayedPcrs].map(([bank, values]) => [bank, [...values.keys()].sort((a, b) => a - b)]));
+  const secureBoot = deriveSecureBootFacts(verified);
+  return {
+    ...base,
+    result: Object.values(replayedPcrs).some((indices) => indices.length > 0) ? 'match' : 'verifies-nothing',
+    quirks: verified.appliedQuirks.map((q) => ({ id: q.id, pcrIndex: q.pcrIndex, description: q.description })),
+    mismatches: [],
+    replayedPcrs,
+    unexplainedPcrs: [...verified.unexplainedPcrs].sort((a, b) => a - b),
+    secureBoot: { state: secureBoot.state, reason: secureBoot.reason },
+  };
+}
+
+/**
+ * Parses and describes a log; `json: true` gives the documented object, otherwise human-readable text. With `pcrs`
+ * the log is also replayed against those values as tpm-server replays it (see {@link PcrReplayReport}).
+ */
+export function inspectEventLog(bytes: Uint8Array, options: { json: true; pcrs?: PcrsToReplay }): EventLogInspection;
+export function inspectEventLog(bytes: Uint8Array, options?: { json?: false; pcrs?: PcrsToReplay }): string;
+export function inspectEventLog(bytes: Uint8Array, options: { json?: boolean; pcrs?: PcrsToReplay } = {}): EventLogInspection | string {
   const log = parseEventLog(bytes);
   const computed = computePcrs(log);
   const secureBoot = deriveSecureBootFacts(replayEventLog(log, { values: computed }, { quirks: [] }));
@@ -111,12 +171,14 @@ export function inspectEventLog(bytes: Uint8Array, options: { json?: boolean } =
       ]),
     ),
     secureBoot: { state: secureBoot.state, reason: secureBoot.reason },
+    ...(options.pcrs === undefined ? {} : { replay: replayAgainst(log, options.pcrs) }),
   };
   if (options.json) return inspection;
   return formatInspection(inspection);
 }
 
-function formatInspection(inspection: EventLogInspection): string {
+/** The human-readable text of an inspection (what `inspectEventLog` returns without `json`). */
+export function formatInspection(inspection: EventLogInspection): string {
   const lines: string[] = [
     `format: ${inspection.format}`,
     `banks: ${inspection.banks.join(', ')}`,
@@ -135,5 +197,28 @@ function formatInspection(inspection: EventLogInspection): string {
   }
   const reason = inspection.secureBoot.reason ? ` (${inspection.secureBoot.reason})` : '';
   lines.push('', `secure boot: ${inspection.secureBoot.state}${reason}`);
+  if (inspection.replay) lines.push('', ...formatReplay(inspection.replay));
   return `${lines.join('\n')}\n`;
+}
+
+function formatReplay(replay: PcrReplayReport): string[] {
+  const lines = [`replay against ${replay.against} (as tpm-server replays a quote; these values are not a quote):`];
+  for (const id of replay.parseQuirks) lines.push(`  parse quirk: ${id}`);
+  const replayed = Object.entries(replay.replayedPcrs).map(([bank, indices]) => `${bank}:${indices.join(',')}`).join('+');
+  if (replay.result === 'mismatch') {
+    lines.push(`FAIL replay: the log does not replay to ${replay.mismatches.map((m) => `${m.bank}:${m.index}`).join(', ')}`);
+    for (const m of replay.mismatches) lines.push(`  ${m.bank}:${m.index} given ${m.quoted}, replayed ${m.replayed}`);
+    return lines;
+  }
+  if (replay.result === 'verifies-nothing') {
+    lines.push('FAIL replay: the log replays none of the given PCRs (tpm-server refuses it while require_event_log is on)');
+    return lines;
+  }
+  lines.push(`PASS replay: ${replayed}`);
+  if (replay.quirks.length === 0) lines.push('  firmware workaround: none (strict replay)');
+  for (const q of replay.quirks) lines.push(`  firmware workaround: ${q.id} (PCR ${q.pcrIndex}): ${q.description}`);
+  if (replay.unexplainedPcrs.length > 0) lines.push(`  unexplained PCRs (facts on them are unknown): ${replay.unexplainedPcrs.join(', ')}`);
+  const sbReason = replay.secureBoot?.reason ? ` (${replay.secureBoot.reason})` : '';
+  lines.push(`  secure boot against these values: ${replay.secureBoot?.state ?? 'unknown'}${sbReason}`);
+  return lines;
 }

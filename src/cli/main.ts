@@ -2,7 +2,7 @@
  * `spire-edge-attest`: the operator CLI shipped next to the TPM plugins (docs/cli.md). Subcommands:
  *
  *   ek-hash [--cert FILE | --public FILE | --tcti TCTI [--ek-kind K]] [--json]
- *   eventlog inspect FILE [--json]
+ *   eventlog inspect FILE [--pcrs FILE] [--json]
  *   policy create --from-eventlog FILE [--pcrs 0,2,4,7] [--banks sha256] [--name NAME] [--out FILE [--force]]
  *   policy check --policy FILE --eventlog FILE [--pcrs ...] [--match any|all] [--json]
  *
@@ -17,7 +17,8 @@ import { InvalidConfig, isAttestorError, MalformedInput, NotFound, PreconditionF
 import { PRODUCT, VERSION } from '../version.js';
 import { parseTcti, Tpm2Tools, type EkKind } from '../tpm/tools.js';
 import { ekHashFromCertificate, ekHashFromPublic, ekHashFromTpm, type EkHashResult } from './ek-hash.js';
-import { inspectEventLog } from './eventlog-inspect.js';
+import { formatInspection, inspectEventLog } from './eventlog-inspect.js';
+import { parsePcrValuesFile } from './pcr-values-file.js';
 import { checkPoliciesOffline, formatPolicyCheck, OFFLINE_NOTICE, type PolicyMatchMode } from './policy-check.js';
 import { createPolicyCommand, DEFAULT_POLICY_BANKS, DEFAULT_POLICY_PCRS } from './policy-create.js';
 import { HashAlg } from '../tpm/alg.js';
@@ -97,12 +98,16 @@ Approves a node (pending or revoked, or not seen yet): tpm-server admits it at i
 
 Revokes a node: tpm-server refuses it (ERR_ENROLMENT_REVOKED) from its next attestation.
 `,
-  'eventlog inspect': `Usage: ${PROGRAM} eventlog inspect FILE [--json]
+  'eventlog inspect': `Usage: ${PROGRAM} eventlog inspect FILE [--pcrs FILE] [--json]
 
 Parses a TCG PC Client event log (crypto-agile or legacy SHA-1) and prints its events, the PCR
 values it replays to, and the Secure Boot state. Offline: nothing is verified.
 
 Options:
+  --pcrs FILE        Replay the log against these PCR values (tpm2_pcrread YAML output, or JSON
+                     {"sha256": {"0": "<hex>"}}) exactly as tpm-server replays it against a quote,
+                     firmware workarounds included, and say which one it used. Exit 1 if tpm-server
+                     would refuse the replay
   --json             Print the documented JSON object (docs/cli.md)
   -h, --help         Show this help
 `,
@@ -300,13 +305,19 @@ async function ekHash(args: readonly string[], io: CliIo): Promise<number> {
 
 async function eventlogInspect(args: readonly string[], io: CliIo): Promise<number> {
   const cmd = 'eventlog inspect';
-  const { values, positionals } = parse(cmd, args, { json: { type: 'boolean' } }, 1);
+  const { values, positionals } = parse(cmd, args, { json: { type: 'boolean' }, pcrs: { type: 'string' } }, 1);
   if (values['help']) return help(io, cmd);
   const file = positionals[0];
   if (file === undefined) throw new UsageError(cmd, 'missing the event log FILE');
+  const pcrsPath = str(values, 'pcrs');
+  if (pcrsPath === '') throw new UsageError(cmd, '--pcrs needs a PCR values FILE');
   const bytes = await readEventLog(io, file);
-  io.stdout(values['json'] ? json(inspectEventLog(bytes, { json: true })) : inspectEventLog(bytes));
-  return EXIT_OK;
+  const pcrs = pcrsPath === undefined ? undefined : { source: pcrsPath, values: parsePcrValuesFile(await read(io, pcrsPath, 'PCR values file'), pcrsPath) };
+  const options = pcrs === undefined ? {} : { pcrs };
+  const inspection = inspectEventLog(bytes, { json: true, ...options });
+  io.stdout(values['json'] ? json(inspection) : formatInspection(inspection));
+  // Like a policy check that does not pass: a replay tpm-server would refuse is a failure (exit 1, report on stdout).
+  return inspection.replay === undefined || inspection.replay.result === 'match' ? EXIT_OK : EXIT_FAILURE;
 }
 
 function parsePcrList(command: string, text: string): number[] {

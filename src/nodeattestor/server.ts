@@ -325,7 +325,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
         state.bootFacts.set(factsKey, facts);
       }
       audit['secure_boot'] = facts.secureBoot.state;
-      if (verified.appliedQuirks.length) audit['quirks'] = verified.appliedQuirks.map((q) => q.id).join(',');
+      const quirks = [...eventLog.parseQuirks, ...verified.appliedQuirks.map((q) => q.id)];
+      if (quirks.length) audit['quirks'] = quirks.join(',');
     }
     audit['policy_match'] = state.policies.length ? state.policyMatch : undefined;
     const passedPolicies = enforcePolicies(

@@ -8,6 +8,7 @@
 import { InvalidConfig } from '../errors.js';
 import { toHex } from '../tpm/bytes.js';
 import { deriveBootFacts, type HexDigests } from '../tpm/bootfacts.js';
+import { COLLISION_RESISTANT_BANKS } from '../tpm/pcr-integrity.js';
 import type { UnverifiedEventLog } from '../tpm/eventlog.js';
 import { computePcrs, replayEventLog } from '../tpm/replay.js';
 import type { MeasuredBootPolicy } from './policy.js';
@@ -30,9 +31,9 @@ export function escapeRegExp(text: string): string {
   return text.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&');
 }
 
-/** Preferred digest for allow-lists: SHA-256 when present, else the first bank. */
+/** Preferred digest for allow-lists: SHA-256 when present, else the first collision-resistant bank (never SHA-1, which no allowlist entry matches). */
 function preferredDigest(digests: HexDigests): string | undefined {
-  return digests.get('sha256') ?? digests.values().next().value;
+  return digests.get('sha256') ?? [...digests].find(([bank]) => COLLISION_RESISTANT_BANKS.has(bank))?.[1];
 }
 
 /** Builds a policy from a golden node's event log. */

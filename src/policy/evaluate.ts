@@ -11,6 +11,7 @@
 import { AttestationRefused } from '../errors.js';
 import { toHex } from '../tpm/bytes.js';
 import type { BootFacts, HexDigests } from '../tpm/bootfacts.js';
+import { COLLISION_RESISTANT_BANKS } from '../tpm/pcr-integrity.js';
 import type { VerifiedEvents } from '../tpm/replay.js';
 import type { MeasuredBootPolicy } from './policy.js';
 
@@ -42,7 +43,8 @@ export interface PolicyResult {
 }
 
 function digestAllowed(digests: HexDigests, allowed: ReadonlySet<string>): boolean {
-  for (const hex of digests.values()) if (allowed.has(hex)) return true;
+  // A SHA-1 match proves nothing: a chosen-prefix collision gives an evil image the digest of an allowed one.
+  for (const [bank, hex] of digests) if (COLLISION_RESISTANT_BANKS.has(bank) && allowed.has(hex)) return true;
   return false;
 }
 

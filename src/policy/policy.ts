@@ -12,7 +12,8 @@
  *     kernel_cmdline: ["^.*ro quiet.*$"]                   # every verified kernel command line matches one regex
  *     boot_loader: grub                                    # GRUB measurements must be present
  * ```
- * Digests may be of any bank (sha1/sha256/sha384/sha512, told apart by length).
+ * Digests may be of any bank (sha1/sha256/sha384/sha512, told apart by length), but a SHA-1 entry in
+ * `boot_applications` or `kernels` never matches (SHA-1 collisions: see pcr-integrity.ts COLLISION_RESISTANT_BANKS).
  *
  * @module
  */

@@ -250,7 +250,10 @@ function bootLoaderFilesOf(verified: VerifiedEvents, problems: ReadonlyMap<numbe
 
 /** Derives every boot fact from verified events. */
 export function deriveBootFacts(verified: VerifiedEvents): BootFacts {
-  const problems = pcrProblems(verified, [PCR_BOOT_MANAGER_CODE, PCR_GRUB_COMMANDS, PCR_GRUB_FILES, PCR_SYSTEMD_STUB_CMDLINE]);
+  // Images, command lines and files are chosen by software on the node: SHA-1 alone cannot vouch for them.
+  const problems = pcrProblems(verified, [PCR_BOOT_MANAGER_CODE, PCR_GRUB_COMMANDS, PCR_GRUB_FILES, PCR_SYSTEMD_STUB_CMDLINE], {
+    collisionResistant: true,
+  });
   const separators: Separator[] = [];
   for (const event of verified.events) {
     if (event.type !== EventType.EV_SEPARATOR || event.pcrIndex > 7 || !digestCoversData(event)) continue;

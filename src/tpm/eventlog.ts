@@ -95,6 +95,8 @@ export interface UnverifiedEventLog {
    * PCR 0's initial value to 0…03 (locality 3) or 0…04 (H-CRTM); undefined when the log has none.
    */
   readonly startupLocality: number | undefined;
+  /** Parse quirks this log needed (e.g. SPEC_ID_VENDOR_INFO_PAST_EVENT_SIZE); empty for a log that follows the PFP. */
+  readonly parseQuirks: readonly string[];
   /** Every event, including EV_NO_ACTION ones, in log order. UNTRUSTED: debug and offline use only. */
   readonly untrustedEvents: readonly LoggedEvent[];
 }
@@ -146,8 +148,26 @@ function readEventData(reader: BytesReader, eventIndex: number): Uint8Array {
   return reader.take(size, 'event data');
 }
 
-/** Parses TCG_EfiSpecIDEvent (TCG PC Client PFP §10.4.5.1), which must fill the event data exactly. */
-function parseSpecIdEvent(data: Uint8Array, eventOffset: number): SpecIdEvent {
+/**
+ * Parse quirk: the Spec ID event's eventSize ends before its vendorInfo does, and the rest of vendorInfo follows the
+ * event in the log (tpm2-tools reads such logs; its fixture specid-vendordata.bin declares eventSize 37, which ends
+ * at vendorInfoSize, then carries the 4 vendorInfo bytes). The Spec ID event is never extended, so this changes where
+ * the next event starts and nothing that any digest covers. Reported in `UnverifiedEventLog.parseQuirks`.
+ */
+export const SPEC_ID_VENDOR_INFO_PAST_EVENT_SIZE = 'spec-id-vendor-info-past-event-size';
+
+/** A Spec ID event, and how many vendorInfo bytes lie in the log after the event's declared end (0 normally). */
+interface ParsedSpecId {
+  readonly specId: SpecIdEvent;
+  readonly vendorInfoOverrun: number;
+}
+
+/**
+ * Parses TCG_EfiSpecIDEvent (TCG PC Client PFP §10.4.5.1), which must fill the event data exactly. The one
+ * tolerated deviation: vendorInfo may run past the data (see SPEC_ID_VENDOR_INFO_PAST_EVENT_SIZE); the caller then
+ * reads the overrun from the log, so the result's vendorInfo holds only the part inside the event.
+ */
+function parseSpecIdEvent(data: Uint8Array, eventOffset: number): ParsedSpecId {
   const reader = new BytesReader(data, 'TCG_EfiSpecIDEvent');
   const fail = (what: string): never => {
     throw malformed(0, eventOffset, `Spec ID event: ${what}`);
@@ -176,9 +196,10 @@ function parseSpecIdEvent(data: Uint8Array, eventOffset: number): SpecIdEvent {
     }
     // TCG PC Client PFP §10.4.5.1: vendorInfoSize u8 then vendorInfo; some firmware puts data there.
     const vendorInfoSize = reader.u8('vendorInfoSize');
-    const vendorInfo = reader.take(vendorInfoSize, 'vendorInfo');
+    const vendorInfoOverrun = Math.max(0, vendorInfoSize - reader.remaining);
+    const vendorInfo = reader.take(vendorInfoSize - vendorInfoOverrun, 'vendorInfo');
     if (reader.remaining !== 0) fail(`${reader.remaining} trailing bytes after vendorInfo`);
-    return { platformClass, specVersionMinor, specVersionMajor, specErrata, uintnSize, algorithms, vendorInfo };
+    return { specId: { platformClass, specVersionMinor, specVersionMajor, specErrata, uintnSize, algorithms, vendorInfo }, vendorInfoOverrun };
   });
 }
 
@@ -237,6 +258,50 @@ export function startupLocalityOf(event: LoggedEvent): number | undefined {
   return event.data[STARTUP_LOCALITY_SIGNATURE.length];
 }
 
+/** StartupLocality values the PFP defines: 0 or 3 (the locality of TPM2_Startup), 4 (an H-CRTM ran). */
+const STARTUP_LOCALITIES: ReadonlySet<number> = new Set([0, 3, 4]);
+const H_CRTM_LOCALITY = 4;
+
+/**
+ * The PFP rules for how PCR 0 starts (TCG PC Client PFP §10.4.5.3 StartupLocality; §3.3.4.1 and §10.4.1
+ * EV_EFI_HCRTM_EVENT), checked while parsing so a log that breaks them is malformed rather than replayed from a
+ * guessed start value:
+ * - an EV_NO_ACTION on PCR 0 whose data starts with "StartupLocality\0" is the 17-byte StartupLocality event, holds
+ *   0, 3 or 4, appears at most once, and precedes every extend of PCR 0 (it describes the value PCR 0 started at);
+ * - an EV_EFI_HCRTM_EVENT (the digest the H-CRTM extended, logged by the firmware afterwards) is on PCR 0, appears at
+ *   most once, is the first extend of PCR 0, and requires StartupLocality 4.
+ */
+class Pcr0StartRules {
+  startupLocality: number | undefined;
+  #pcr0Extended = false;
+  #hcrtmSeen = false;
+
+  check(event: LoggedEvent): void {
+    const fail = (what: string): never => {
+      throw malformed(event.sequence, event.offset, what);
+    };
+    if (event.type === EventType.EV_NO_ACTION && event.pcrIndex === 0 && startsWithAscii(event.data, STARTUP_LOCALITY_SIGNATURE)) {
+      const locality = startupLocalityOf(event);
+      if (locality === undefined) fail(`StartupLocality event is ${event.data.length} bytes, not ${STARTUP_LOCALITY_SIGNATURE.length + 1}`);
+      if (!STARTUP_LOCALITIES.has(locality!)) fail(`StartupLocality ${locality} is not 0, 3 or 4`);
+      if (this.startupLocality !== undefined) fail('a second StartupLocality event');
+      if (this.#pcr0Extended) fail('StartupLocality event after an extend of PCR 0');
+      this.startupLocality = locality;
+      return;
+    }
+    if (event.type === EventType.EV_EFI_HCRTM_EVENT) {
+      if (event.pcrIndex !== 0) fail(`EV_EFI_HCRTM_EVENT on PCR ${event.pcrIndex}, not PCR 0`);
+      if (this.#hcrtmSeen) fail('a second EV_EFI_HCRTM_EVENT');
+      if (this.#pcr0Extended) fail('EV_EFI_HCRTM_EVENT is not the first extend of PCR 0');
+      if (this.startupLocality !== H_CRTM_LOCALITY) {
+        fail(`EV_EFI_HCRTM_EVENT needs a preceding StartupLocality ${H_CRTM_LOCALITY} event (found ${this.startupLocality ?? 'none'})`);
+      }
+      this.#hcrtmSeen = true;
+    }
+    if (event.pcrIndex === 0 && event.type !== EventType.EV_NO_ACTION) this.#pcr0Extended = true;
+  }
+}
+
 /**
  * Parses a TCG PC Client event log (crypto-agile or legacy SHA-1). Throws `MalformedInput` (code
  * `ERR_EVENTLOG_MALFORMED`) naming the event index and byte offset; never grants trust.
@@ -253,21 +318,30 @@ export function parseEventLog(input: Uint8Array): UnverifiedEventLog {
     first.type === EventType.EV_NO_ACTION &&
     isAllZero(first.digests.get('sha1')!) &&
     startsWithAscii(first.data, SPEC_ID_EVENT03_SIGNATURE);
-  const specId = isSpecIdEvent ? parseSpecIdEvent(first.data, first.offset) : undefined;
+  const parsedSpecId = isSpecIdEvent ? parseSpecIdEvent(first.data, first.offset) : undefined;
+  let specId = parsedSpecId?.specId;
+  const parseQuirks: string[] = [];
+  if (specId && parsedSpecId!.vendorInfoOverrun > 0) {
+    const overrun = parsedSpecId!.vendorInfoOverrun;
+    if (overrun > reader.remaining) {
+      throw malformed(0, first.offset, `Spec ID event: vendorInfoSize ${overrun + specId.vendorInfo.length} runs past the end of the log`);
+    }
+    const rest = reader.take(overrun, 'vendorInfo after the Spec ID event');
+    specId = { ...specId, vendorInfo: Uint8Array.from([...specId.vendorInfo, ...rest]) };
+    parseQuirks.push(SPEC_ID_VENDOR_INFO_PAST_EVENT_SIZE);
+  }
 
   const events: LoggedEvent[] = [first];
-  let startupLocality = startupLocalityOf(first);
+  const pcr0 = new Pcr0StartRules();
+  pcr0.check(first);
   while (reader.remaining > 0) {
     const sequence = events.length;
     if (sequence >= MAX_EVENTS) throw malformed(sequence, reader.offset, `more than MAX_EVENTS (${MAX_EVENTS}) events`);
     const event = specId ? readAgileEvent(reader, sequence, specId) : readLegacyEvent(reader, sequence);
-    const locality = startupLocalityOf(event);
-    if (locality !== undefined) {
-      if (startupLocality !== undefined) throw malformed(sequence, event.offset, 'a second StartupLocality event');
-      startupLocality = locality;
-    }
+    pcr0.check(event);
     events.push(event);
   }
+  const startupLocality = pcr0.startupLocality;
 
   return {
     trust: 'unverified',
@@ -275,6 +349,7 @@ export function parseEventLog(input: Uint8Array): UnverifiedEventLog {
     specId,
     banks: specId ? specId.algorithms.map((a) => a.bank) : ['sha1'],
     startupLocality,
+    parseQuirks,
     untrustedEvents: events,
   };
 }

@@ -28,6 +28,23 @@ const EXIT_BOOT_SERVICES_FAILED = 'Exit Boot Services Returned with Failure';
 /** PCRs whose measurements all happen before ExitBootServices() (firmware 0–7, boot loader 8–9). */
 const BOOT_TIME_PCRS: ReadonlySet<number> = new Set([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
+/**
+ * Banks a fact on data that software on the node chooses may rest on. SHA-1 is not among them: it is collision-broken
+ * (SHAttered 2017; chosen-prefix collisions, "SHA-1 is a Shambles" 2020), so root could make a benign and an evil
+ * command line, configuration file or image with one SHA-1 digest, boot the evil one and log the benign one. Forging
+ * a replay, or data the firmware alone chooses (the Secure Boot variables), still needs a second preimage, which
+ * nobody can compute for SHA-1; so the replay and the Secure Boot state do not require these banks.
+ */
+export const COLLISION_RESISTANT_BANKS: ReadonlySet<string> = new Set(['sha256', 'sha384', 'sha512', 'sm3_256']);
+
+export interface PcrProblemOptions {
+  /**
+   * The facts on these PCRs read data that the node's software chooses: a PCR with verified events must have
+   * replayed in a bank of COLLISION_RESISTANT_BANKS (a SHA-1-only replay, as from a TPM 1.2 log, is a problem).
+   */
+  readonly collisionResistant?: boolean;
+}
+
 /** True when, for every verified bank of `event`, its digest equals H(data). */
 export function digestCoversData(event: VerifiedEvent, data: Uint8Array = event.data): boolean {
   if (event.digests.size === 0) return false;
@@ -58,14 +75,21 @@ function isExitBootServicesAction(event: VerifiedEvent, ...texts: string[]): boo
  * Why each PCR cannot support a fact (empty list: it can). A PCR that is not quoted, or quoted but not accounted for
  * by the log, gets a reason; so does a PCR 0–9 with an event logged after the last ExitBootServices() invocation.
  */
-export function pcrProblems(verified: VerifiedEvents, pcrs: readonly number[]): Map<number, string[]> {
+export function pcrProblems(verified: VerifiedEvents, pcrs: readonly number[], options: PcrProblemOptions = {}): Map<number, string[]> {
   const out = new Map<number, string[]>(pcrs.map((pcr) => [pcr, []]));
   for (const pcr of pcrs) {
     if (verified.unexplainedPcrs.has(pcr)) out.get(pcr)!.push(`PCR ${pcr} was extended but the log has no event for it`);
     else if (!verified.explainedPcrs.has(pcr)) out.get(pcr)!.push(`PCR ${pcr} is not quoted in a bank the log carries`);
+    else if (options.collisionResistant === true && verified.onPcr(pcr).length > 0) {
+      const strong = [...verified.replayedPcrs].some(([bank, values]) => COLLISION_RESISTANT_BANKS.has(bank) && values.has(pcr));
+      if (!strong) {
+        out.get(pcr)!.push(`PCR ${pcr} is verified only in SHA-1, which is collision-broken: quote a sha256 (or stronger) bank for facts on it`);
+      }
+    }
   }
-  // A failed ExitBootServices() is retried, so the boot ends at the last invocation.
-  const invocations = verified.events.filter((e) => isExitBootServicesAction(e, EXIT_BOOT_SERVICES_INVOCATION));
+  // A failed ExitBootServices() is retried, so the boot ends at the last invocation. One a quirk added (never logged,
+  // sequence -1) happened after every logged event, so it puts no logged event after the end.
+  const invocations = verified.events.filter((e) => e.quirk === undefined && isExitBootServicesAction(e, EXIT_BOOT_SERVICES_INVOCATION));
   const end = invocations.at(-1);
   if (end === undefined) return out;
   for (const event of verified.events) {

@@ -20,6 +20,9 @@
  *    byte; enabled iff that byte is 1, and then PK, KEK and db must hold a key or hash and at least one authority
  *    event whose digest covers its data must show a key in use (else unknown).
  * 6. "UEFI Debug Mode" measured: disabled (a platform in debug mode does not enforce Secure Boot).
+ * 7. As Keylime's elchecking: a configuration variable is one of SecureBoot, PK, KEK (EFI_GLOBAL_VARIABLE) or db,
+ *    dbx, dbt, dbr (EFI_IMAGE_SECURITY_DATABASE); an authority whose data is covered names db or vendor_db, or shim's
+ *    Shim, SbatLevel, MokListRT or MokListTrusted; only db, vendor_db, Shim and MokListRT count as a key in use.
  *
  * PK/KEK/db/dbx contents are reported from their (covered) data; EV_EFI_VARIABLE_AUTHORITY events after the
  * separator are listed with `dataVerified` telling whether their data is covered (shim's often are not).
@@ -53,6 +56,29 @@ export const MAX_SIGNATURES = 4096;
 const UEFI_DEBUG_MODE = 'UEFI Debug Mode';
 const DMA_PROTECTION_DISABLED = 'DMA Protection Disabled';
 const PCR7_ACTIONS: ReadonlySet<string> = new Set([UEFI_DEBUG_MODE, DMA_PROTECTION_DISABLED]);
+/** shim's SHIM_LOCK_GUID: the variables shim measures as authorities (Shim, SbatLevel, MokListRT, MokListTrusted). */
+const SHIM_LOCK_GUID = '605dab50-e046-4300-abb6-3dd810dd8b23';
+/** PFP §3.3.4.8: the Secure Boot configuration variables measured into PCR 7 before the separator (dbt/dbr optional). */
+const PCR7_CONFIG_VARIABLES: ReadonlySet<string> = new Set([
+  ...['SecureBoot', 'PK', 'KEK'].map((n) => `${EFI_GLOBAL_VARIABLE_GUID}/${n}`),
+  ...['db', 'dbx', 'dbt', 'dbr'].map((n) => `${EFI_IMAGE_SECURITY_DATABASE_GUID}/${n}`),
+]);
+/**
+ * The variables an EV_EFI_VARIABLE_AUTHORITY may name: db (PFP §3.3.4.8: the db entry that verified an image) and
+ * shim's (vendor_db, and Shim, SbatLevel, MokListRT, MokListTrusted under SHIM_LOCK_GUID). Keylime's elchecking
+ * example policy refuses any other authority; so do we.
+ */
+const AUTHORITY_VARIABLES: ReadonlySet<string> = new Set([
+  ...['db', 'vendor_db'].map((n) => `${EFI_IMAGE_SECURITY_DATABASE_GUID}/${n}`),
+  ...['Shim', 'SbatLevel', 'MokListRT', 'MokListTrusted'].map((n) => `${SHIM_LOCK_GUID}/${n}`),
+]);
+/** Of those, the ones that are a key or hash that verified an image (SbatLevel and MokListTrusted are settings). */
+const KEY_AUTHORITIES: ReadonlySet<string> = new Set([
+  `${EFI_IMAGE_SECURITY_DATABASE_GUID}/db`,
+  `${EFI_IMAGE_SECURITY_DATABASE_GUID}/vendor_db`,
+  `${SHIM_LOCK_GUID}/Shim`,
+  `${SHIM_LOCK_GUID}/MokListRT`,
+]);
 /** PFP §3.3.4.8: what may follow the PCR 7 separator. */
 const POST_SEPARATOR_PCR7_TYPES: ReadonlySet<number> = new Set([EventType.EV_EFI_VARIABLE_AUTHORITY, EventType.EV_EFI_SPDM_DEVICE_AUTHORITY]);
 
@@ -226,7 +252,12 @@ export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts
       else if (event.type === EventType.EV_EFI_VARIABLE_AUTHORITY) {
         const authority = describeAuthority(event);
         postSeparatorAuthorities.push(authority);
-        if (authority.dataVerified) verifiedAuthorities++;
+        // Only covered data says which variable it is; an uncovered or unparsed one (shim's are often) proves nothing.
+        if (authority.dataVerified && authority.variableName !== undefined) {
+          const key = `${authority.variableGuid}/${authority.variableName}`;
+          if (!AUTHORITY_VARIABLES.has(key)) problems.push(`${at}: authority ${authority.variableName} (${authority.variableGuid}) is not db or a shim authority`);
+          else if (KEY_AUTHORITIES.has(key)) verifiedAuthorities++;
+        }
       }
       continue;
     }
@@ -260,6 +291,9 @@ export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts
           break;
         }
         const key = `${variable.variableGuid}/${variable.name}`;
+        if (!PCR7_CONFIG_VARIABLES.has(key)) {
+          problems.push(`${at}: ${variable.name} (${variable.variableGuid}) is not a Secure Boot configuration variable the PFP measures in PCR 7`);
+        }
         if (seenVariables.has(key)) problems.push(`${at}: ${variable.name} measured twice`);
         seenVariables.add(key);
         if (variable.name === 'SecureBoot' && variable.variableGuid === EFI_GLOBAL_VARIABLE_GUID) {
@@ -275,8 +309,10 @@ export function deriveSecureBootFacts(verified: VerifiedEvents): SecureBootFacts
       }
       case EventType.EV_EFI_VARIABLE_AUTHORITY:
         try {
-          parseUefiVariableData(event.data);
-          verifiedAuthorities++;
+          const variable = parseUefiVariableData(event.data);
+          const key = `${variable.variableGuid}/${variable.name}`;
+          if (!AUTHORITY_VARIABLES.has(key)) problems.push(`${at}: authority ${variable.name} (${variable.variableGuid}) is not db or a shim authority`);
+          else if (KEY_AUTHORITIES.has(key)) verifiedAuthorities++;
         } catch (err) {
           if (!(err instanceof MalformedInput)) throw err;
           problems.push(`${at}: UEFI_VARIABLE_DATA does not parse`);

@@ -13,7 +13,7 @@ import { parseEventLog } from '../../src/tpm/eventlog.js';
 import { EventType } from '../../src/tpm/eventlog-types.js';
 import { builtPlugin, repoRoot } from '../helpers/binaries.js';
 import { PluginHarness } from '../helpers/plugin-harness.js';
-import { extendPcrs, startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
+import { extendPcrs, startSwtpm, type SwtpmHandle, type SwtpmOptions } from '../helpers/swtpm.js';
 import { ascii, buildAgileLog, hash } from '../tpm/eventlog-builder.js';
 
 /** A real OVMF + shim + GRUB log with Secure Boot on (sha256 only); the "golden node" of these attacks. */
@@ -77,8 +77,8 @@ export class AttackLab {
   #files = 0;
 
   /** A fresh swtpm whose sha256 PCRs were extended with `measured`, in order: what the node really booted. */
-  async bootNode(measured: readonly LogEvent[]): Promise<SwtpmHandle> {
-    const tpm = await startSwtpm();
+  async bootNode(measured: readonly LogEvent[], options: SwtpmOptions = {}): Promise<SwtpmHandle> {
+    const tpm = await startSwtpm(options);
     this.#tpms.push(tpm);
     const extends_ = measured
       .filter((e) => e.type !== EventType.EV_NO_ACTION && e.pcr <= 23)

@@ -26,7 +26,16 @@ export interface SwtpmOptions {
   readonly ecc?: boolean;
   /** PCR banks to activate; default ['sha1', 'sha256']. */
   readonly pcrBanks?: readonly string[];
+  /**
+   * How the TPM is started (default: swtpm's own TPM2_Startup(CLEAR) at locality 0). `{ locality: 3 }` sends
+   * TPM2_Startup(CLEAR) from locality 3, so PCR 0 starts at 0…03; `{ hcrtm: data }` runs the H-CRTM sequence
+   * (_TPM_Hash_Start/Data/End, which the TPM performs at locality 4) before TPM2_Startup, so PCR 0 = H(0…04 ‖ H(data))
+   * in every bank (TPM 2.0 Part 1 §34.3, TCG PC Client PFP §3.3.4.1 / §10.4.5.3). restart() repeats it.
+   */
+  readonly startup?: SwtpmStartup;
 }
+
+export type SwtpmStartup = { readonly locality: 0 | 3 } | { readonly hcrtm: Uint8Array };
 
 export interface SwtpmHandle {
   /** TCTI string for tpm2-tools / Tpm2Tools: `swtpm:path=<sock>`. */
@@ -154,7 +163,12 @@ export async function startSwtpm(options: SwtpmOptions = {}): Promise<SwtpmHandl
       readFile(join(certDir, 'ek-secp384r1.crt')).catch(() => undefined),
     ]);
 
-    child = await spawnSwtpm(stateDir, sock, join(dir, 'swtpm.log'));
+    const start = async (): Promise<ChildProcess> => {
+      const spawned = await spawnSwtpm(stateDir, sock, join(dir, 'swtpm.log'), options.startup === undefined);
+      if (options.startup !== undefined) await startTpm(sock, options.startup);
+      return spawned;
+    };
+    child = await start();
     let current: ChildProcess | undefined = child;
     let stopped = false;
 
@@ -172,7 +186,7 @@ export async function startSwtpm(options: SwtpmOptions = {}): Promise<SwtpmHandl
         if (stopped) throw new Error('swtpm already stopped');
         if (current !== undefined) await killChild(current);
         current = undefined;
-        current = await spawnSwtpm(stateDir, sock, join(dir, 'swtpm.log'));
+        current = await start();
       },
       async stop() {
         if (stopped) return;
@@ -192,7 +206,7 @@ export async function startSwtpm(options: SwtpmOptions = {}): Promise<SwtpmHandl
   }
 }
 
-async function spawnSwtpm(stateDir: string, sock: string, logFile: string): Promise<ChildProcess> {
+async function spawnSwtpm(stateDir: string, sock: string, logFile: string, startupClear = true): Promise<ChildProcess> {
   const child = spawn(
     'swtpm',
     [
@@ -201,7 +215,7 @@ async function spawnSwtpm(stateDir: string, sock: string, logFile: string): Prom
       '--tpmstate', `dir=${stateDir}`,
       '--server', `type=unixio,path=${sock}`,
       '--ctrl', `type=unixio,path=${sock}.ctrl`,
-      '--flags', 'not-need-init,startup-clear',
+      '--flags', startupClear ? 'not-need-init,startup-clear' : 'not-need-init',
       '--log', `file=${logFile},level=1`,
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
@@ -228,6 +242,42 @@ async function spawnSwtpm(stateDir: string, sock: string, logFile: string): Prom
     }
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/** TPM2_Startup(TPM_SU_CLEAR): tag TPM_ST_NO_SESSIONS, size 12, TPM_CC_Startup (TPM 2.0 Part 3 §9.3). */
+const TPM2_STARTUP_CLEAR = Buffer.from('80010000000c000001440000', 'hex');
+
+/**
+ * Starts the TPM as `startup` says. TPM2_Startup is written to the command socket directly: the swtpm TCTI sets
+ * locality 0 before each command it sends, which would undo the locality chosen over the control channel.
+ */
+async function startTpm(sock: string, startup: SwtpmStartup): Promise<void> {
+  const ctrl = ['--unix', `${sock}.ctrl`];
+  if ('hcrtm' in startup) {
+    await new Promise<void>((resolve, reject) => {
+      const child = execFile('swtpm_ioctl', [...ctrl, '-h', '-'], { timeout: 10_000 }, (err) => (err ? reject(err) : resolve()));
+      child.stdin?.end(Buffer.from(startup.hcrtm));
+    });
+  } else {
+    await execFileP('swtpm_ioctl', [...ctrl, '-l', String(startup.locality)], { timeout: 10_000 });
+  }
+  const response = await new Promise<Buffer>((resolve, reject) => {
+    const s = connect(sock);
+    const chunks: Buffer[] = [];
+    s.once('error', reject);
+    s.on('data', (d: Buffer) => {
+      chunks.push(d);
+      const all = Buffer.concat(chunks);
+      if (all.length >= 10) {
+        s.destroy();
+        resolve(all);
+      }
+    });
+    s.once('connect', () => s.write(TPM2_STARTUP_CLEAR));
+  });
+  const rc = response.readUInt32BE(6);
+  if (rc !== 0) throw new Error(`TPM2_Startup returned 0x${rc.toString(16)}`);
+  if (!('hcrtm' in startup)) await execFileP('swtpm_ioctl', [...ctrl, '-l', '0'], { timeout: 10_000 });
 }
 
 function canConnect(path: string): Promise<boolean> {
