@@ -9,6 +9,7 @@ import { InvalidConfig, MalformedInput, NotConfigured } from '../errors.js';
 import { block, ConfigProblems, duration, parseConfig, z } from '../plugin/config-schema.js';
 import type { AgentAttestationSession, AgentNodeAttestor, CoreConfig, Logger } from '../plugin/types.js';
 import { parseCertificates } from '../tpm/ek.js';
+import { locateImaEntry } from '../tpm/ima/slice.js';
 import { PcrSelection } from '../tpm/pcrs.js';
 import { type AkAlg, type EkKind, parseTcti, selectEk, Tpm2Tools, type TpmDevice } from '../tpm/tools.js';
 import { decodeChallenge, encodePayload, encodeResponse } from './wire.js';
@@ -131,6 +132,18 @@ function parsePemOrDer(bytes: Uint8Array, path: string): Uint8Array[] {
   return certs.map((c) => new Uint8Array(c.rawData));
 }
 
+/**
+ * The IMA part of the response: the entries from the server's offset (incremental re-attestation), or the whole list
+ * when no offset was asked, when the list is shorter than the offset (a reboot started a new list) or when its framing
+ * is not understood (the server then verifies, or refuses, the whole list).
+ */
+export function imaIncrement(log: Uint8Array, offset: number | undefined): { ima_log: Uint8Array; ima_offset?: number; ima_total?: number } {
+  const boundary = locateImaEntry(log, offset ?? 0);
+  if (!boundary) return { ima_log: log };
+  if (offset === undefined || boundary.start === undefined) return { ima_log: log, ima_total: boundary.total };
+  return { ima_log: log.subarray(boundary.start), ima_offset: offset, ima_total: boundary.total };
+}
+
 export class TpmAgentAttestor implements AgentNodeAttestor {
   readonly #log: Logger;
   readonly #options: TpmAgentOptions;
@@ -249,7 +262,7 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
         // Read after the quote: entries appended meanwhile only make the log longer than PCR 10, which the server
         // handles (it verifies the quoted prefix); read before, they would make PCR 10 run ahead and fail.
         const imaLog = state.config.ima_log_path ? await this.#readLog(read, state.config.ima_log_path, 'IMA log') : undefined;
-        return encodeResponse({ secret, attest: quote.attest, signature: quote.signature, pcr_values: quote.pcrValues, ...(imaLog ? { ima_log: imaLog } : {}) });
+        return encodeResponse({ secret, attest: quote.attest, signature: quote.signature, pcr_values: quote.pcrValues, ...(imaLog ? imaIncrement(imaLog, challenge.ima_offset) : {}) });
       },
     };
   }

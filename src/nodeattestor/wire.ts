@@ -5,6 +5,7 @@
  */
 import { MalformedInput } from '../errors.js';
 import { z } from '../plugin/config-schema.js';
+import { MAX_IMA_ENTRIES } from '../tpm/ima/log.js';
 
 export const WIRE_VERSION = 1;
 /** Event logs are typically < 100 KiB; IMA logs can reach megabytes. */
@@ -50,6 +51,11 @@ const challengeSchema = z.strictObject({
   credential: b64(4096),
   nonce: b64(64),
   pcrs: z.string().max(256),
+  /**
+   * Incremental IMA: the entries before this index are already verified for this node (server state), so the agent
+   * sends the list from here. Sent only to agents that reported `ima_total` before (older agents refuse unknown fields).
+   */
+  ima_offset: z.number().int().min(1).max(MAX_IMA_ENTRIES).optional(),
 });
 
 const responseSchema = z.strictObject({
@@ -60,6 +66,10 @@ const responseSchema = z.strictObject({
   pcr_values: b64(24 * 64 * 4),
   /** The IMA log, read after the quote so PCR 10 never runs ahead of it (the server takes the quoted prefix). */
   ima_log: b64(8 * 1024 * 1024).optional(),
+  /** Index of the first entry in ima_log: the challenge's ima_offset, or 0 (absent) for the whole list. */
+  ima_offset: z.number().int().min(0).max(MAX_IMA_ENTRIES).optional(),
+  /** Complete entries in the agent's whole list (sent with ima_log; marks an agent that can send increments). */
+  ima_total: z.number().int().min(0).max(MAX_IMA_ENTRIES).optional(),
 });
 
 export type AttestationPayload = z.output<typeof payloadSchema>;
