@@ -16,7 +16,7 @@ import { PluginHarness } from '../helpers/plugin-harness.js';
 import { relayAttestation, type RelayResult } from '../helpers/spire-relay.js';
 import { extendPcrs, startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 import { imaDigest, type ImaEntry } from '../../src/tpm/ima/index.js';
-import { decodeChallenge, decodeResponse } from '../../src/nodeattestor/wire.js';
+import { decodeChallenge, decodeResponse, encodeResponse } from '../../src/nodeattestor/wire.js';
 import { fileDigest, synthEntries, toBinaryList, type SynthEntry } from '../tpm/ima/synth.js';
 
 const BOOT_LOG = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
@@ -300,5 +300,39 @@ describe('incremental IMA re-attestation by entry offset', () => {
     expect(await attest(b, server)).toMatchObject({ offered: undefined, sentTotal: 7 });
     expect(await attest(b, server)).toMatchObject({ offered: 7 });
     expect(readdirSync(stateDir).filter((f) => f.endsWith('.json'))).toHaveLength(1);
+  });
+
+  it('an agent claiming an offset the server did not offer, or a count its list does not hold, gets INVALID_ARGUMENT', async () => {
+    const node = await Node.start('liar');
+    const server = await plugin('tpm-server', serverSettings());
+    await node.measureAllowed(5);
+    await attest(node, server);
+    await node.measureAllowed(2);
+    const rewrite = (change: Record<string, unknown>) => (r: Buffer) => {
+      const { v: _v, ...fields } = decodeResponse(r);
+      return Buffer.from(encodeResponse({ ...fields, ...change }));
+    };
+    for (const [change, pattern] of [
+      [{ ima_offset: 3 }, /field "ima_offset": 3 is neither 0 \(the whole list\) nor the offered 6/],
+      [{ ima_total: 99 }, /field "ima_total": 99 entries, but the list sent from entry 6 holds 2 complete entries/],
+    ] as const) {
+      const err = (await relayAttestation(node.agent, server, { response: rewrite(change) }).catch((e) => e)) as grpc.ServiceError & { side?: string };
+      expect({ side: err.side, code: err.code }).toEqual({ side: 'server', code: grpc.status.INVALID_ARGUMENT });
+      expect(err.details).toMatch(pattern);
+    }
+    // Nothing was learnt from the bad responses: the honest agent goes on from the same offset.
+    expect(await attest(node, server)).toMatchObject({ offered: 6, sentOffset: 6, sentTotal: 8, selectors: expect.arrayContaining(['ima:entries:8']) });
+  });
+
+  it('an unusable ima_state_dir (a file) keeps the state in memory: still incremental, nothing written', async () => {
+    const node = await Node.start('nodir');
+    const notADir = join(work, 'not-a-dir');
+    writeFileSync(notADir, 'x');
+    const server = await plugin('tpm-server', serverSettings({ ima_state_dir: notADir }));
+    await node.measureAllowed(3);
+    expect(await attest(node, server)).toMatchObject({ offered: undefined });
+    await node.measureAllowed(1);
+    expect(await attest(node, server)).toMatchObject({ offered: 4, sentOffset: 4, selectors: expect.arrayContaining(['ima:entries:5']) });
+    expect(readFileSync(notADir, 'utf8')).toBe('x');
   });
 });
