@@ -93,7 +93,7 @@ const gate = (await loadImaGate(
 const quote = (values: ReadonlyMap<string, Uint8Array>) =>
   ({ get: (bank: string, index: number) => (index === 10 ? values.get(bank) : undefined), clockInfo: { clock: 0n, resetCount: 3, restartCount: 0, safe: true } }) as unknown as QuotedPcrs;
 const agentId = 'spiffe://bench/spire/agent/tpm/0';
-const ctx = () => ({ node: 'bench', agentId, now: new Date(), audit: {} });
+const ctx = () => ({ node: 'bench', agentId, now: new Date(), audit: {}, resend: async (): Promise<Uint8Array> => { throw new Error('the bench increment was not usable') } });
 const before = list.subarray(0, tailOffset);
 const first = imaIncrement(before, undefined);
 const firstAttestation = await timeAsync(() => checkNodeIma(gate, { base: undefined }, { log: first.ima_log, offset: 0, total: first.ima_total }, quote(beforeIncrement), ctx()));

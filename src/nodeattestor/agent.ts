@@ -12,7 +12,7 @@ import { parseCertificates } from '../tpm/ek.js';
 import { locateImaEntry } from '../tpm/ima/slice.js';
 import { PcrSelection } from '../tpm/pcrs.js';
 import { type AkAlg, type EkKind, parseTcti, selectEk, Tpm2Tools, type TpmDevice } from '../tpm/tools.js';
-import { decodeChallenge, encodePayload, encodeResponse } from './wire.js';
+import { decodeChallenge, encodeImaResendResponse, encodePayload, encodeResponse, isImaResend } from './wire.js';
 
 export const DEFAULT_EVENT_LOG_PATH = '/sys/kernel/security/tpm0/binary_bios_measurements';
 const MAX_LOG_FILE_BYTES = 8 * 1024 * 1024;
@@ -243,9 +243,17 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
           }
         : {}),
     });
+    let quoted = false;
     return {
       payload,
       respond: async (challengeBytes) => {
+        if (isImaResend(challengeBytes)) {
+          // The server could not use the increment (another boot since its state): the whole list, read again.
+          if (!quoted || !state.config.ima_log_path) throw new MalformedInput('ERR_WIRE_FIELD', 'IMA resend request before a quote, or without ima_log_path');
+          const imaLog = (await this.#readLog(read, state.config.ima_log_path, 'IMA log')) ?? new Uint8Array(0);
+          const { ima_log, ima_total } = imaIncrement(imaLog, undefined);
+          return encodeImaResendResponse({ ima_log, ima_total });
+        }
         const challenge = decodeChallenge(challengeBytes);
         // Validate the server's request before the TPM sees it.
         const selection = PcrSelection.parse(challenge.pcrs);
@@ -259,6 +267,7 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
           credentialBlob: challenge.credential,
         });
         const quote = await state.device.quote({ akHandle: identity.akHandle, selection: selection.toString(), nonce: challenge.nonce });
+        quoted = true;
         // Read after the quote: entries appended meanwhile only make the log longer than PCR 10, which the server
         // handles (it verifies the quoted prefix); read before, they would make PCR 10 run ahead and fail.
         const imaLog = state.config.ima_log_path ? await this.#readLog(read, state.config.ima_log_path, 'IMA log') : undefined;

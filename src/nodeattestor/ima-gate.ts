@@ -6,7 +6,8 @@
  *
  * Re-attestation is incremental: the challenge carries the entry offset the server has verified for this node
  * (ImaStateStore, ima-state.ts), the agent sends the entries from there, and the server replays them from the stored
- * PCR 10 to the quoted one (offerImaOffset, checkNodeIma).
+ * PCR 10 to the quoted one (offerImaOffset, checkNodeIma); when it cannot, it asks for the whole list in a second
+ * challenge.
  *
  * Selectors (values under the plugin's `tpm` type, so entries use `tpm:ima:…`):
  *  - `ima:entries:<n>`: n measurement-list entries verified against the quoted PCR 10 (earlier increments included);
@@ -21,6 +22,7 @@ import type { Logger } from '../plugin/types.js';
 import { evaluateRuntimePolicy, parseRuntimePolicy, publicKeyFromPem, runtimePolicyViolation, type RuntimePolicy } from '../policy/runtime-policy.js';
 import { IMA_PCR, ImaKeyring, parseImaLog, verifyImaAgainstPcr, type ImaBankValues, type ImaEntry, type ImaHashName } from '../tpm/ima/index.js';
 import { ImaStateStore, type NodeImaState } from './ima-state.js';
+import { decodeImaResendResponse, encodeImaResend } from './wire.js';
 import type { PcrSelection } from '../tpm/pcrs.js';
 import type { QuotedPcrs } from '../tpm/quote.js';
 
@@ -140,17 +142,29 @@ export interface NodeImaContext {
   readonly agentId: string;
   readonly now: Date;
   readonly audit: Record<string, string | number | boolean | undefined>;
+  /** Asks the agent (a second challenge on the same stream) for its whole list; resolves with the response bytes. */
+  readonly resend: (request: Uint8Array) => Promise<Uint8Array>;
 }
 
 const prefixed = (node: string, err: AttestationRefused): AttestationRefused =>
   new AttestationRefused(err.code, `node ${node}: ${err.message}`, { fields: err.fields, cause: err });
 
+/** An increment that cannot be judged from the stored state; the whole list can. */
+class StaleIncrement extends Error {}
+
+interface VerifiedList {
+  /** Entries verified from the start of the node's list (earlier increments included). */
+  readonly total: number;
+  readonly learntKeys: readonly Uint8Array[];
+}
+
 /**
  * Verifies the node's IMA list, or the increment since its stored state, against PCR 10 in this quote and the runtime
- * policy; returns the selectors and advances the node's state. Fails closed: an increment that does not continue the
- * stored state (another boot, a PCR 10 that the stored value does not lead to) is refused and the state dropped, so
- * the node's next attestation sends and verifies its whole list. A violation keeps the state where it was: the
- * violating entry is judged again (and refused again) at every attestation.
+ * policy; returns the selectors and advances the node's state. An increment that does not continue the stored state
+ * (the TPM was reset or restarted since, or the stored PCR 10 does not lead to the quoted one) is never accepted: the
+ * state is dropped and the agent asked, in a second challenge, for its whole list, which is then verified from the
+ * start. A violation keeps the state where it was: the violating entry is judged again (and refused again) at every
+ * attestation.
  */
 export async function checkNodeIma(gate: ImaGate, offer: ImaOffer, evidence: NodeImaEvidence, quoted: QuotedPcrs, ctx: NodeImaContext): Promise<string[]> {
   const { node, agentId, audit } = ctx;
@@ -169,16 +183,53 @@ export async function checkNodeIma(gate: ImaGate, offer: ImaOffer, evidence: Nod
   audit['ima_total'] = evidence.total;
   const pcr10: ImaBankValues = new Map(gate.banks.map((b) => [b, quoted.get(b, IMA_PCR)!] as const).filter(([, v]) => v !== undefined));
 
-  if (base && (base.resetCount !== quoted.clockInfo.resetCount || base.restartCount !== quoted.clockInfo.restartCount)) {
-    await gate.state.drop(agentId, 'TPM reset or restart since the stored IMA state');
-    throw new AttestationRefused(
-      'ERR_IMA_STATE_STALE',
-      `node ${node}: the TPM was reset or restarted (resetCount ${base.resetCount}→${quoted.clockInfo.resetCount}, restartCount ${base.restartCount}→${quoted.clockInfo.restartCount}) since IMA entries 0..${base.offset - 1} were verified, but the agent sent only the entries from ${base.offset}; the stored state is dropped and the next attestation verifies the whole list`,
-      { fields: { rule: 'ima incremental state', entry: base.offset } },
-    );
+  let result: VerifiedList;
+  let total = evidence.total;
+  try {
+    if (base && (base.resetCount !== quoted.clockInfo.resetCount || base.restartCount !== quoted.clockInfo.restartCount)) {
+      throw new StaleIncrement(
+        `the TPM was reset or restarted (resetCount ${base.resetCount}→${quoted.clockInfo.resetCount}, restartCount ${base.restartCount}→${quoted.clockInfo.restartCount}) since IMA entries 0..${base.offset - 1} were verified`,
+      );
+    }
+    result = verifyList(gate, base, evidence, pcr10, node, audit);
+  } catch (err) {
+    if (!(err instanceof StaleIncrement)) throw err;
+    await gate.state.drop(agentId, err.message);
+    audit['ima_resend'] = err.message;
+    const full = decodeImaResendResponse(await ctx.resend(encodeImaResend()));
+    total = full.ima_total;
+    audit['ima_total'] = total;
+    try {
+      result = verifyList(gate, undefined, { log: full.ima_log, offset: 0, total }, pcr10, node, audit);
+    } catch (again) {
+      if (again instanceof AttestationRefused) {
+        throw new AttestationRefused(again.code, `${again.message} (the whole list, resent because ${err.message})`, { fields: again.fields, cause: again });
+      }
+      throw again;
+    }
   }
+  if (total !== undefined) {
+    // Only agents that report ima_total can send increments: for others the state would only cost memory.
+    await gate.state.put({
+      agentId,
+      offset: result.total,
+      pcr: new Map(pcr10),
+      resetCount: quoted.clockInfo.resetCount,
+      restartCount: quoted.clockInfo.restartCount,
+      basis: gate.basis,
+      learntKeys: result.learntKeys,
+      fullVerifiedAt: base && !audit['ima_resend'] ? base.fullVerifiedAt : ctx.now,
+      updatedAt: ctx.now,
+    });
+  }
+  const selectors = [`ima:entries:${result.total}`];
+  if (gate.policy) selectors.push(`ima:policy:${gate.policy.name}`);
+  return selectors;
+}
 
-  const parsed = parseImaLog(evidence.log);
+/** Replays `evidence` (from `base`, or from zeros) to the quoted PCR 10 and judges the new entries by the policy. */
+function verifyList(gate: ImaGate, base: NodeImaState | undefined, evidence: NodeImaEvidence, pcr10: ImaBankValues, node: string, audit: NodeImaContext['audit']): VerifiedList {
+  const parsed = parseImaLog(evidence.log!);
   audit['ima_entries_sent'] = parsed.entries.length;
   if (evidence.total !== undefined && evidence.total !== evidence.offset + parsed.entries.length) {
     throw new MalformedInput(
@@ -193,14 +244,7 @@ export async function checkNodeIma(gate: ImaGate, offer: ImaOffer, evidence: Nod
     ({ verified } = verifyImaAgainstPcr(entries, pcr10, base ? { initial: base.pcr } : {}));
   } catch (err) {
     if (!(err instanceof AttestationRefused)) throw err;
-    if (base) {
-      await gate.state.drop(agentId, 'the IMA increment does not continue the stored PCR 10');
-      throw new AttestationRefused(
-        err.code,
-        `node ${node}: IMA entries from ${base.offset} replayed from the stored PCR 10 (verified at ${base.updatedAt.toISOString()}): ${err.message}; the stored state is dropped and the next attestation verifies the whole list`,
-        { fields: err.fields, cause: err },
-      );
-    }
+    if (base) throw new StaleIncrement(`IMA entries from ${base.offset}, replayed from the PCR 10 stored at ${base.updatedAt.toISOString()}, do not lead to the quoted PCR 10 (${err.message})`);
     throw prefixed(node, err);
   }
   const learnt: Uint8Array[] = [...(base?.learntKeys ?? [])];
@@ -218,25 +262,8 @@ export async function checkNodeIma(gate: ImaGate, offer: ImaOffer, evidence: Nod
     }
     if (verdict.keysAdded.length) learnt.push(...learntKeyBuffers(verified, verdict.keysAdded));
   }
-  const total = (base?.offset ?? 0) + verified.length;
   audit['ima_entries_verified'] = verified.length;
-  if (evidence.total !== undefined) {
-    // Only agents that report ima_total can send increments: for others the state would only cost memory.
-    await gate.state.put({
-      agentId,
-      offset: total,
-      pcr: new Map(pcr10),
-      resetCount: quoted.clockInfo.resetCount,
-      restartCount: quoted.clockInfo.restartCount,
-      basis: gate.basis,
-      learntKeys: learnt,
-      fullVerifiedAt: base?.fullVerifiedAt ?? ctx.now,
-      updatedAt: ctx.now,
-    });
-  }
-  const selectors = [`ima:entries:${total}`];
-  if (gate.policy) selectors.push(`ima:policy:${gate.policy.name}`);
-  return selectors;
+  return { total: (base?.offset ?? 0) + verified.length, learntKeys: learnt };
 }
 
 /** The encoded keys of the ima-buf keyring entries whose key ids the policy check added to the keyring. */

@@ -352,7 +352,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     });
     if (state.ima) {
       const evidence = { log: response.ima_log ?? payload.ima_log, offset: response.ima_offset ?? 0, total: response.ima_total };
-      selectorValues.push(...(await checkNodeIma(state.ima, imaOffer!, evidence, quoted, { node, agentId, now: this.#now(), audit })));
+      const resend = (request: Uint8Array) => withinTtl(io.challenge(request), state.config.nonce_ttl, node);
+      selectorValues.push(...(await checkNodeIma(state.ima, imaOffer!, evidence, quoted, { node, agentId, now: this.#now(), audit, resend })));
     }
     // Last: only a node that proved its TPM and passed policy is recorded as pending, or admitted.
     await state.enrolment?.admit(ek.pubHash, agentId, audit);

@@ -72,6 +72,23 @@ const responseSchema = z.strictObject({
   ima_total: z.number().int().min(0).max(MAX_IMA_ENTRIES).optional(),
 });
 
+/**
+ * A second challenge, after the quote: the server could not use the increment the agent sent (the TPM was reset or
+ * restarted since the state it continued, or it does not continue the stored PCR 10) and asks for the whole list.
+ */
+const imaResendSchema = z.strictObject({
+  v: z.literal(WIRE_VERSION),
+  ima_resend: z.literal(true),
+});
+
+const imaResendResponseSchema = z.strictObject({
+  v: z.literal(WIRE_VERSION),
+  ima_log: b64(8 * 1024 * 1024),
+  ima_total: z.number().int().min(0).max(MAX_IMA_ENTRIES).optional(),
+});
+
+export type ImaResendResponse = z.output<typeof imaResendResponseSchema>;
+
 export type AttestationPayload = z.output<typeof payloadSchema>;
 export type AttestationChallenge = z.output<typeof challengeSchema>;
 export type ChallengeResponse = z.output<typeof responseSchema>;
@@ -146,3 +163,15 @@ export const encodeChallenge = (c: Loose<Omit<AttestationChallenge, 'v'>>) => en
 export const decodeChallenge = (b: Uint8Array) => decode('challenge', challengeSchema, b, MAX_CHALLENGE_BYTES);
 export const encodeResponse = (r: Loose<Omit<ChallengeResponse, 'v'>>) => encode({ v: WIRE_VERSION, ...r });
 export const decodeResponse = (b: Uint8Array) => decode('challenge response', responseSchema, b, MAX_RESPONSE_BYTES);
+export const encodeImaResend = () => encode({ v: WIRE_VERSION, ima_resend: true });
+/** True for the server's request to resend the whole IMA list (anything else is decoded as a challenge). */
+export const isImaResend = (b: Uint8Array): boolean => {
+  try {
+    decode('IMA resend request', imaResendSchema, b, MAX_CHALLENGE_BYTES);
+    return true;
+  } catch {
+    return false;
+  }
+};
+export const encodeImaResendResponse = (r: Loose<Omit<ImaResendResponse, 'v'>>) => encode({ v: WIRE_VERSION, ...r });
+export const decodeImaResendResponse = (b: Uint8Array) => decode('IMA resend response', imaResendResponseSchema, b, MAX_RESPONSE_BYTES);
