@@ -3,7 +3,8 @@
  * tpm-agent. The node's IMA measurement list is written by the test and extended into swtpm PCR 10 as the kernel
  * would. A clean node is attested with `tpm:ima:policy:<name>`; its re-attestations (agent SVID rotation, short TTL)
  * send only the new entries; once a file the runtime policy does not allow is measured, the next re-attestation is
- * refused and SPIRE's logs name the entry.
+ * refused and SPIRE's logs name the entry; after a reboot into a clean list, the server asks for the whole list in a
+ * second challenge round and the node is admitted again.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtPlugin, repoRoot } from '../helpers/binaries.js';
 import { simulateMeasuredBoot } from '../helpers/measured-boot.js';
 import { NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, tpmAgentPath, type SpireInstall, type SpireLogLine } from '../helpers/spire.js';
-import { extendPcrs, startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
+import { extendPcrs, startSwtpm, tpm2, type SwtpmHandle } from '../helpers/swtpm.js';
 import { imaDigest, type ImaEntry } from '../../src/tpm/ima/index.js';
 import { fileDigest, synthEntries, toBinaryList, type SynthEntry } from '../tpm/ima/synth.js';
 
@@ -129,4 +130,18 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
     await server.proc.waitForLog(spireOwn, 10_000, "spire-server's log naming the entry");
     await agent.proc.waitForLog(spireOwn, 3 * AGENT_TTL_S * 1000, "spire-agent's log naming the entry");
   }, 6 * AGENT_TTL_S * 1000 + 30_000);
+
+  it('repaired by a reboot into a clean list longer than the stored offset: the server asks for the whole list in a second challenge round through SPIRE, and the node re-attests', async () => {
+    await tpm2(tpm.tcti, 'tpm2_shutdown', []);
+    await tpm.restart();
+    await simulateMeasuredBoot(tpm.tcti, new Uint8Array(readFileSync(BOOT_LOG)));
+    list.length = 0;
+    await measure([{ template: 'ima-ng', path: 'boot_aggregate', digest: new Uint8Array(32), digestAlg: 'sha256' }, ...[...FILES, ...FILES].map(allowed)]);
+    const line = await server.proc.waitForLog(decisions('accepted'), 4 * AGENT_TTL_S * 1000, 're-attestation after the reboot', true);
+    expect(line).toMatchObject({ ima_offset: 6, ima_total: 9, ima_entries_sent: 9, ima_entries_verified: 9 });
+    expect(String(line['ima_resend'])).toMatch(/TPM was reset or restarted/);
+    await agent.proc.waitForLog((l) => l.msg === 'Successfully reattested node', 3 * AGENT_TTL_S * 1000, 're-attestation', true);
+    const selectors = (await server.agents())[0]!.selectors.map((s) => `${s.type}:${s.value}`);
+    expect(selectors).toEqual(expect.arrayContaining(['tpm:ima:policy:edge-runtime', 'tpm:ima:entries:9']));
+  }, 8 * AGENT_TTL_S * 1000);
 });
