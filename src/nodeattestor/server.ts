@@ -263,8 +263,8 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const akName = publicName(akPublic);
 
     // 4. One round: a credential only the TPM holding this EK and an object named akName can open,
-    //    plus a fresh nonce for the quote.
-    // Incremental IMA: the offset this server has verified for this EK (never what the agent claims).
+    //    plus a fresh nonce for the quote. (IMA may add a second round for the whole list: ima-gate.ts.)
+    //    Incremental IMA: the offset this server has verified for this EK, never what the agent claims (no secret).
     const imaOffer = state.ima ? await offerImaOffset(state.ima, agentId) : undefined;
     const secret = this.#random(SECRET_BYTES);
     const nonce = this.#random(NONCE_BYTES);
