@@ -43,6 +43,8 @@ export const revokerConfigSchema = z.strictObject({
       evict: z.boolean().default(true),
       /** Pods of DaemonSets come straight back on a NoExecute-tolerating node; they are not evicted by default. */
       evict_daemonsets: z.boolean().default(false),
+      /** Delete the pod a workload refusal names (edge-workload IMA violations); its controller replaces it. */
+      delete_pods: z.boolean().default(true),
     })
     .optional(),
   /** How an agent maps to a Node; the first that answers wins: static, then selector, then label. */

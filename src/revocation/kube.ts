@@ -79,6 +79,21 @@ export class NodeFence {
     return 'removed';
   }
 
+  /**
+   * Deletes one pod, only if it still has this UID (a delete precondition: a pod recreated under the same name is
+   * another pod). `gone` when it no longer exists or was replaced.
+   */
+  async deletePod(namespace: string, name: string, uid: string | undefined): Promise<'deleted' | 'gone'> {
+    try {
+      await this.#api.deleteNamespacedPod({ name, namespace, ...(uid ? { body: { preconditions: { uid } } } : {}) });
+      return 'deleted';
+    } catch (err) {
+      // 409 here is a failed UID precondition, not a write race: retrying would never succeed.
+      if (kubeStatus(err) === 404 || kubeStatus(err) === 409) return 'gone';
+      throw err;
+    }
+  }
+
   /** Evicts every pod bound to the node (DaemonSet pods only when asked). Pods already gone count as done. */
   async evictPods(nodeName: string, includeDaemonSets: boolean): Promise<{ evicted: string[]; alreadyGone: string[] }> {
     const pods = await this.#api.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${nodeName}` });

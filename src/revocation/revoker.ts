@@ -24,7 +24,7 @@ export type AuditResult = 'done' | 'already' | 'dry_run' | 'not_found' | 'no_nod
 
 export interface AuditEntry {
   readonly time: string;
-  readonly action: 'ban' | 'taint' | 'evict' | 'unban' | 'untaint' | 'skip' | 'gap';
+  readonly action: 'ban' | 'taint' | 'evict' | 'unban' | 'untaint' | 'skip' | 'gap' | 'delete_pod';
   readonly result: AuditResult;
   readonly agent_id?: string;
   readonly ek_hash?: string;
@@ -34,6 +34,7 @@ export interface AuditEntry {
   readonly attempts?: number;
   readonly dry_run?: boolean;
   readonly pods?: readonly string[];
+  readonly pod_uid?: string;
 }
 
 /** Append-only, fsync'd per line: the audit trail must survive the crash that the offset recovers from. */
@@ -161,6 +162,10 @@ export class Revoker {
       return;
     }
     if (event.outcome !== 'refused') return;
+    if (event.workload) {
+      await this.#actOnWorkload(event, event.workload);
+      return;
+    }
     const base = { agent_id: event.agent_id, ek_hash: event.ek_hash, event_id: event.event_id };
     if (!event.agent_id) {
       await this.audit.write({ action: 'skip', result: 'skipped', ...base, detail: `refused before the EK was trusted (${event.code}): no agent to act on` });
@@ -172,6 +177,40 @@ export class Revoker {
     }
     this.#log.warn('Acting on refused attestation', { ...base, code: event.code, rule: event.rule });
     await this.#act(event.agent_id, event.ek_hash, event.event_id, `${event.code ?? 'refused'}: ${event.rule ?? ''}`);
+  }
+
+  /** A workload refusal (edge-workload IMA): the node stays, the pod goes, so its controller replaces it. */
+  async #actOnWorkload(event: RevokerEvent, w: NonNullable<RevokerEvent['workload']>): Promise<void> {
+    const pod = w.pod_namespace && w.pod_name ? `${w.pod_namespace}/${w.pod_name}` : undefined;
+    const base = { event_id: event.event_id, ...(w.pod_uid ? { pod_uid: w.pod_uid } : {}), ...(w.node_name ? { node: w.node_name } : {}), ...(pod ? { pods: [pod] } : {}), ...(this.#config.dry_run ? { dry_run: true } : {}) };
+    if (event.code && this.#config.ignore_codes.includes(event.code)) {
+      await this.audit.write({ action: 'skip', result: 'skipped', ...base, detail: `code ${event.code} is in ignore_codes` });
+      return;
+    }
+    const k8s = this.#config.kubernetes;
+    const fence = this.#fence;
+    if (!fence || !k8s || !k8s.delete_pods) {
+      await this.audit.write({ action: 'delete_pod', result: 'disabled', ...base });
+      return;
+    }
+    if (!w.pod_namespace || !w.pod_name) {
+      await this.audit.write({ action: 'delete_pod', result: 'skipped', ...base, detail: 'the event names no pod (a container outside Kubernetes)' });
+      return;
+    }
+    this.#log.warn('Acting on refused workload: deleting its pod', { event_id: event.event_id, pod_uid: w.pod_uid, node: w.node_name, pod, code: event.code, rule: event.rule, path: w.path, digest: w.digest });
+    if (this.#config.dry_run) {
+      await this.audit.write({ action: 'delete_pod', result: 'dry_run', ...base });
+      return;
+    }
+    const { pod_namespace: namespace, pod_name: name } = w;
+    const r = await this.#retry('kubernetes delete pod', () => fence.deletePod(namespace, name, w.pod_uid), isTransientKube);
+    await this.audit.write({
+      action: 'delete_pod',
+      result: r.ok ? (r.value === 'deleted' ? 'done' : 'already') : 'failed',
+      ...base,
+      attempts: r.attempts,
+      detail: r.ok ? `${w.rule ?? event.rule ?? 'refused'}: ${w.path ?? ''} (${w.digest ?? ''})`.slice(0, 1024) : r.error,
+    });
   }
 
   async #act(agentId: string, ekHash: string | undefined, eventId: string, reason: string): Promise<void> {

@@ -10,13 +10,16 @@
  * looked, and the answer is refused (PreconditionFailed `ERR_WORKLOAD_PID_REUSED`).
  */
 import { statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { Cancelled, InvalidConfig, NotConfigured, PreconditionFailed } from '../errors.js';
+import { DecisionEvents } from '../nodeattestor/event-sinks.js';
 import type { CoreConfig, PluginContext, WorkloadAttestor } from '../plugin/types.js';
 import { autoCandidates, buildSource, DeferredAutoSource, kubernetesApiSource, probeSources } from './auto.js';
 import { NamespaceLabelIndex, namespaceLabelSelectors } from './namespace-labels.js';
 import { CgroupMatchers, locateContainer, podmanSocketFor, type Located } from './cgroup.js';
 import { parseConfig, type WorkloadConfig } from './config.js';
 import { WorkloadErrorCode } from './errors.js';
+import { WorkloadIma } from './ima.js';
 import { PodIndex, type IndexStatus } from './pod-index.js';
 import type { PodSource } from './pod-source.js';
 import { Procfs } from './procfs.js';
@@ -34,6 +37,9 @@ interface State {
   readonly cri: RuntimeClient | undefined;
   readonly docker: RuntimeClient | undefined;
   readonly podman: Map<string, RuntimeClient>;
+  /** Container-level IMA (ima_* keys), and where its violations go. */
+  readonly ima: WorkloadIma | undefined;
+  readonly events: DecisionEvents | undefined;
 }
 
 export interface EdgeWorkloadAttestorOptions {
@@ -79,6 +85,11 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
 
     let index: PodIndex | undefined;
     let nsLabels: NamespaceLabelIndex | undefined;
+    const procfs = new Procfs(config.procPath);
+    const events = config.decisionEvents ? await DecisionEvents.load(config.decisionEvents, log.named('decision-events'), (p) => readFile(p)) : undefined;
+    const ima = config.ima
+      ? await WorkloadIma.load(config.ima, { procfs, log: log.named('ima'), ...(events ? { events } : {}), ...(config.nodeName ? { nodeName: config.nodeName } : {}) })
+      : undefined;
     const makeIndex = (source: PodSource): PodIndex =>
       new PodIndex({
         source,
@@ -122,14 +133,17 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
       }
     } catch (err) {
       index?.close();
+      ima?.close();
+      void events?.close();
       cri?.close();
       docker?.close();
       throw err;
     }
 
     const old = this.#state;
-    this.#state = { config, procfs: new Procfs(config.procPath), matchers, index, nsLabels, cri, docker, podman: new Map() };
+    this.#state = { config, procfs, matchers, index, nsLabels, cri, docker, podman: new Map(), ima, events };
     if (old) EdgeWorkloadAttestor.#release(old);
+    events?.start();
     log.info('workload attestor configured', {
       pod_source: index ? podSourceLabel(index.source) : 'none',
       proc_path: config.procPath,
@@ -137,12 +151,17 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
       runtime_socket: config.runtimeSocket,
       docker_socket: config.dockerSocket,
       namespace_labels: config.namespaceLabels?.source,
+      ima_log_path: config.ima?.logPath,
+      ima_mode: config.ima?.mode,
+      ima_policy: ima?.policyName,
     });
   }
 
   /** Everything Configure checks before it contacts a pod source. */
   async validate(raw: Record<string, unknown>, _core: CoreConfig): Promise<string[]> {
-    this.#check(raw);
+    const { config } = this.#check(raw);
+    // The runtime policy, its signature and the IMA keys are checked here too; the TPM is not touched.
+    if (config.ima) (await WorkloadIma.load(config.ima, { procfs: new Procfs(config.procPath), log: this.#ctx.log })).close();
     return [];
   }
 
@@ -170,6 +189,8 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     s.cri?.close();
     s.docker?.close();
     for (const c of s.podman.values()) c.close();
+    s.ima?.close();
+    void s.events?.close();
   }
 
   /** Pod source health: snapshot age, bytes read, last error (undefined without a pod source). */
@@ -206,6 +227,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
       return [];
     }
     const out = await this.#selectorsFor(s, located, signal);
+    if (s.ima) out.push(...(await s.ima.attest({ pid, located, selectors: out })));
     if (config.processSelectors) {
       const ids = procfs.ids(pid);
       const exe = procfs.exe(pid, config.workloadSizeLimit);

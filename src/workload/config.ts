@@ -11,6 +11,7 @@
  */
 import { z } from 'zod';
 import { InvalidConfig, InvalidConfigList } from '../errors.js';
+import { decisionEventsSchema, type DecisionEventsConfig } from '../nodeattestor/event-sinks.js';
 import { issueMessages, parseDuration } from '../plugin/config-schema.js';
 import { WorkloadErrorCode } from './errors.js';
 
@@ -83,7 +84,40 @@ const Schema = z.strictObject({
   enable_namespace_labels: z.boolean().optional(),
   /** Where namespace labels come from; default: the pod source when it is one of these, else the API server if known, else MetaServer. */
   namespace_label_source: z.enum(['apiserver', 'metaserver']).optional(),
+
+  // Container-level IMA (src/workload/ima.ts, docs/ima.md "Workload attestation"); off unless an ima_* key is set.
+  ima_log_path: path.optional(),
+  ima_policy_path: path.optional(),
+  ima_policy_name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
+  ima_policy_sha256: z.string().regex(/^[0-9a-fA-F]{64}$/).optional(),
+  ima_policy_verification_key_path: path.optional(),
+  ima_signing_key_paths: z.array(path).max(64).optional(),
+  ima_tpm_tcti: z.string().min(1).optional(),
+  ima_pcr_bank: z.enum(['sha1', 'sha256', 'sha384', 'sha512']).optional(),
+  ima_mode: z.enum(['auto', 'cgroup', 'files']).optional(),
+  ima_file_size_limit: z.number().int().min(0).optional(),
+  /** Where IMA violations go as decision events (the tpm server's sinks and shape; the revoker deletes the pod). */
+  decision_events: decisionEventsSchema.optional(),
 });
+
+export const DEFAULT_IMA_LOG_PATH = '/sys/kernel/security/ima/binary_runtime_measurements';
+
+/** Container-level IMA settings (docs/ima.md). */
+export interface WorkloadImaConfig {
+  readonly logPath: string;
+  readonly policyPath?: string;
+  readonly policyName: string;
+  readonly policySha256?: string;
+  readonly verificationKeyPath?: string;
+  readonly signingKeyPaths?: readonly string[];
+  /** tpm2-tools TCTI PCR 10 is read through; undefined: the tools' default (device:/dev/tpmrm0). */
+  readonly tcti?: string;
+  readonly pcrBank: 'sha1' | 'sha256' | 'sha384' | 'sha512';
+  /** auto: by cgroup when the log carries ima-cgpath/ima-dep-cgn entries, else by the process's files. */
+  readonly mode: 'auto' | 'cgroup' | 'files';
+  /** Largest file hashed for matching (bytes, 0 = no limit). */
+  readonly fileSizeLimit: number;
+}
 
 /**
  * SPIRE's k8s workload attestor keys that mean exactly one of ours (docs/workload-attestor.md, "Drop-in for SPIRE's
@@ -148,6 +182,9 @@ export interface WorkloadConfig {
   /** The uid that must own the listening socket of an unauthenticated loopback pod source (edged, http MetaServer). */
   readonly loopbackSourceUid: number;
   readonly containerIdCgroupMatchers?: readonly string[];
+  /** Container-level IMA; undefined when no ima_* key is set. */
+  readonly ima: WorkloadImaConfig | undefined;
+  readonly decisionEvents: DecisionEventsConfig | undefined;
 }
 
 /** The name an operator wrote: SPIRE's key when ours has one. */
@@ -196,6 +233,27 @@ function applySpireAliases(flat: Record<string, unknown>): Record<string, unknow
     out[ours] = v;
   }
   return out;
+}
+
+function imaSettings(c: z.output<typeof Schema>): WorkloadImaConfig | undefined {
+  const set = (Object.keys(c) as (keyof typeof c)[]).some((k) => k.startsWith('ima_') && c[k] !== undefined);
+  if (!set) return undefined;
+  if (c.ima_policy_path === undefined) {
+    const orphan = (['ima_policy_name', 'ima_policy_sha256', 'ima_policy_verification_key_path'] as const).find((k) => c[k] !== undefined);
+    if (orphan) throw invalid(orphan, 'only means something with ima_policy_path');
+  }
+  return {
+    logPath: c.ima_log_path ?? DEFAULT_IMA_LOG_PATH,
+    ...(c.ima_policy_path !== undefined ? { policyPath: c.ima_policy_path } : {}),
+    policyName: c.ima_policy_name ?? 'runtime',
+    ...(c.ima_policy_sha256 !== undefined ? { policySha256: c.ima_policy_sha256.toLowerCase() } : {}),
+    ...(c.ima_policy_verification_key_path !== undefined ? { verificationKeyPath: c.ima_policy_verification_key_path } : {}),
+    ...(c.ima_signing_key_paths !== undefined ? { signingKeyPaths: c.ima_signing_key_paths } : {}),
+    ...(c.ima_tpm_tcti !== undefined ? { tcti: c.ima_tpm_tcti } : {}),
+    pcrBank: c.ima_pcr_bank ?? 'sha256',
+    mode: c.ima_mode ?? 'auto',
+    fileSizeLimit: c.ima_file_size_limit ?? 256 * 1024 * 1024,
+  };
 }
 
 export function parseConfig(raw: Record<string, unknown>, env: Readonly<Record<string, string | undefined>> = process.env): WorkloadConfig {
@@ -299,6 +357,8 @@ export function parseConfig(raw: Record<string, unknown>, env: Readonly<Record<s
     mountinfoFallback: c.mountinfo_fallback === true, // off by default: see cgroup.ts locateContainer
     loopbackSourceUid: c.loopback_source_uid ?? 0, // edgecore runs as root
     ...(c.container_id_cgroup_matchers !== undefined ? { containerIdCgroupMatchers: c.container_id_cgroup_matchers } : {}),
+    ima: imaSettings(c),
+    decisionEvents: c.decision_events,
   };
   if (podSource === 'apiserver' && cfg.apiserver.url === undefined) {
     throw invalid('apiserver_url', 'required with pod_source = "apiserver" outside a cluster (KUBERNETES_SERVICE_HOST is not set)');

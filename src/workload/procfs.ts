@@ -141,23 +141,50 @@ export class Procfs {
       throw new PreconditionFailed(WorkloadErrorCode.PROC_READ, `pid ${pid}: cannot read exe link`, { fields: { pid }, cause: err });
     }
     if (sizeLimit < 0) return { path };
+    return { path, sha256: this.#hashLink(pid, 'exe', 'sha256', sizeLimit, 'executable') };
+  }
+
+  /** `/proc/<pid>/maps` (the process's mappings; IMA container checks read the file-backed ones). */
+  maps(pid: number): string {
+    return this.#read(pid, 'maps');
+  }
+
+  /**
+   * Digest of a file the process maps, through the `/proc/<pid>/map_files/<start>-<end>` magic link (the mapped
+   * inode itself, whatever its path now resolves to; needs CAP_SYS_ADMIN), for IMA matching.
+   */
+  mappedFileDigest(pid: number, range: string, alg: string, sizeLimit: number): string {
+    if (!/^[0-9a-f]{1,16}-[0-9a-f]{1,16}$/.test(range)) {
+      throw new MalformedInput(WorkloadErrorCode.PROC_READ, `pid ${pid}: "${range.slice(0, 40)}" is not a mapping range`, { fields: { pid, rule: 'map-range' } });
+    }
+    return this.#hashLink(pid, `map_files/${range}`, alg, sizeLimit, 'mapped file', 'ima_file_size_limit');
+  }
+
+  /** Digest of the executable through `/proc/<pid>/exe` in any algorithm Node hashes (IMA logs sha1 on older kernels). */
+  exeDigest(pid: number, alg: string, sizeLimit: number): string {
+    return this.#hashLink(pid, 'exe', alg, sizeLimit, 'executable', 'ima_file_size_limit');
+  }
+
+  /** Hashes what a magic link under /proc/<pid> points at; cached by (alg, dev, inode, size, mtime). */
+  #hashLink(pid: number, file: string, alg: string, sizeLimit: number, what: string, limitKey = 'workload_size_limit'): string {
+    const link = this.#path(pid, file);
     let fd: number;
     try {
       fd = openSync(link, 'r');
     } catch (err) {
-      throw new PreconditionFailed(WorkloadErrorCode.PROC_READ, `pid ${pid}: cannot open executable`, { fields: { pid }, cause: err });
+      throw new PreconditionFailed(WorkloadErrorCode.PROC_READ, `pid ${pid}: cannot open ${what}`, { fields: { pid, file }, cause: err });
     }
     try {
       const st = fstatSync(fd);
       if (sizeLimit > 0 && st.size > sizeLimit) {
-        throw new PreconditionFailed(WorkloadErrorCode.EXE_TOO_LARGE, `pid ${pid}: executable is larger than workload_size_limit`, {
-          fields: { pid, size: st.size, limit: sizeLimit, rule: 'workload_size_limit' },
+        throw new PreconditionFailed(WorkloadErrorCode.EXE_TOO_LARGE, `pid ${pid}: ${what} is larger than ${limitKey}`, {
+          fields: { pid, size: st.size, limit: sizeLimit, rule: limitKey },
         });
       }
-      const key = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+      const key = `${alg}:${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
       const cached = this.#hashCache.get(key);
-      if (cached !== undefined) return { path, sha256: cached };
-      const h = createHash('sha256');
+      if (cached !== undefined) return cached;
+      const h = createHash(alg);
       const buf = Buffer.allocUnsafe(1 << 20);
       let total = 0;
       for (;;) {
@@ -165,8 +192,8 @@ export class Procfs {
         if (n === 0) break;
         total += n;
         if (sizeLimit > 0 && total > sizeLimit) {
-          throw new PreconditionFailed(WorkloadErrorCode.EXE_TOO_LARGE, `pid ${pid}: executable grew past workload_size_limit`, {
-            fields: { pid, limit: sizeLimit, rule: 'workload_size_limit' },
+          throw new PreconditionFailed(WorkloadErrorCode.EXE_TOO_LARGE, `pid ${pid}: ${what} grew past ${limitKey}`, {
+            fields: { pid, limit: sizeLimit, rule: limitKey },
           });
         }
         h.update(buf.subarray(0, n));
@@ -174,7 +201,7 @@ export class Procfs {
       const digest = h.digest('hex');
       if (this.#hashCache.size > 1024) this.#hashCache.clear();
       this.#hashCache.set(key, digest);
-      return { path, sha256: digest };
+      return digest;
     } finally {
       closeSync(fd);
     }

@@ -8,6 +8,7 @@
  *                                                      metadata.resourceVersion in the body is a precondition (409)
  *   GET   /api/v1/pods?fieldSelector=spec.nodeName=N   list pods on a node
  *   POST  /api/v1/namespaces/{ns}/pods/{name}/eviction  evict (the pod disappears from the lists)
+ *   DELETE /api/v1/namespaces/{ns}/pods/{name}           delete; a DeleteOptions preconditions.uid that differs is 409
  *
  * `down = true` answers every request 503 (an API server outage as clients see it through a load balancer).
  */
@@ -134,6 +135,26 @@ export async function startFakeKubeApi(dir: string): Promise<FakeKubeApi> {
         const items = api.pods.filter((p) => !m || p.spec.nodeName === m[1]);
         record(200);
         return send(res, { kind: 'PodList', apiVersion: 'v1', metadata: { resourceVersion: String(rv) }, items });
+      }
+      const podMatch = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(url.pathname);
+      if (req.method === 'DELETE' && podMatch) {
+        const [, ns, name] = podMatch;
+        const i = api.pods.findIndex((p) => p.metadata.namespace === ns && p.metadata.name === name);
+        if (i < 0) {
+          record(404);
+          return status(res, 404, 'NotFound', `pods "${name}" not found`);
+        }
+        const pod = api.pods[i]!;
+        const wantUid = (body as { preconditions?: { uid?: string } } | undefined)?.preconditions?.uid;
+        const uid = (pod.metadata as { uid?: string }).uid;
+        if (wantUid !== undefined && wantUid !== uid) {
+          record(409);
+          return status(res, 409, 'Conflict', `Precondition failed: UID in precondition: ${wantUid}, UID in object meta: ${uid}`);
+        }
+        api.pods.splice(i, 1);
+        rv++;
+        record(200);
+        return send(res, { kind: 'Pod', apiVersion: 'v1', ...pod });
       }
       if (req.method === 'POST' && evictMatch) {
         const [, ns, name] = evictMatch;
