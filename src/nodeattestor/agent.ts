@@ -9,9 +9,10 @@ import { InvalidConfig, MalformedInput, NotConfigured } from '../errors.js';
 import { block, ConfigProblems, duration, parseConfig, z } from '../plugin/config-schema.js';
 import type { AgentAttestationSession, AgentNodeAttestor, CoreConfig, Logger } from '../plugin/types.js';
 import { parseCertificates } from '../tpm/ek.js';
+import { locateImaEntry } from '../tpm/ima/slice.js';
 import { PcrSelection } from '../tpm/pcrs.js';
 import { type AkAlg, type EkKind, parseTcti, selectEk, Tpm2Tools, type TpmDevice } from '../tpm/tools.js';
-import { decodeChallenge, encodePayload, encodeResponse } from './wire.js';
+import { decodeChallenge, encodeImaResendResponse, encodePayload, encodeResponse, isImaResend } from './wire.js';
 
 export const DEFAULT_EVENT_LOG_PATH = '/sys/kernel/security/tpm0/binary_bios_measurements';
 const MAX_LOG_FILE_BYTES = 8 * 1024 * 1024;
@@ -131,6 +132,18 @@ function parsePemOrDer(bytes: Uint8Array, path: string): Uint8Array[] {
   return certs.map((c) => new Uint8Array(c.rawData));
 }
 
+/**
+ * The IMA part of the response: the entries from the server's offset (incremental re-attestation), or the whole list
+ * when no offset was asked, when the list is shorter than the offset (a reboot started a new list) or when its framing
+ * is not understood (the server then verifies, or refuses, the whole list).
+ */
+export function imaIncrement(log: Uint8Array, offset: number | undefined): { ima_log: Uint8Array; ima_offset?: number; ima_total?: number } {
+  const boundary = locateImaEntry(log, offset ?? 0);
+  if (!boundary) return { ima_log: log };
+  if (offset === undefined || boundary.start === undefined) return { ima_log: log, ima_total: boundary.total };
+  return { ima_log: log.subarray(boundary.start), ima_offset: offset, ima_total: boundary.total };
+}
+
 export class TpmAgentAttestor implements AgentNodeAttestor {
   readonly #log: Logger;
   readonly #options: TpmAgentOptions;
@@ -230,9 +243,17 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
           }
         : {}),
     });
+    let quoted = false;
     return {
       payload,
       respond: async (challengeBytes) => {
+        if (isImaResend(challengeBytes)) {
+          // The server could not use the increment (another boot since its state): the whole list, read again.
+          if (!quoted || !state.config.ima_log_path) throw new MalformedInput('ERR_WIRE_FIELD', 'IMA resend request before a quote, or without ima_log_path');
+          const imaLog = (await this.#readLog(read, state.config.ima_log_path, 'IMA log')) ?? new Uint8Array(0);
+          const { ima_log, ima_total } = imaIncrement(imaLog, undefined);
+          return encodeImaResendResponse({ ima_log, ima_total });
+        }
         const challenge = decodeChallenge(challengeBytes);
         // Validate the server's request before the TPM sees it.
         const selection = PcrSelection.parse(challenge.pcrs);
@@ -246,10 +267,11 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
           credentialBlob: challenge.credential,
         });
         const quote = await state.device.quote({ akHandle: identity.akHandle, selection: selection.toString(), nonce: challenge.nonce });
+        quoted = true;
         // Read after the quote: entries appended meanwhile only make the log longer than PCR 10, which the server
         // handles (it verifies the quoted prefix); read before, they would make PCR 10 run ahead and fail.
         const imaLog = state.config.ima_log_path ? await this.#readLog(read, state.config.ima_log_path, 'IMA log') : undefined;
-        return encodeResponse({ secret, attest: quote.attest, signature: quote.signature, pcr_values: quote.pcrValues, ...(imaLog ? { ima_log: imaLog } : {}) });
+        return encodeResponse({ secret, attest: quote.attest, signature: quote.signature, pcr_values: quote.pcrValues, ...(imaLog ? imaIncrement(imaLog, challenge.ima_offset) : {}) });
       },
     };
   }

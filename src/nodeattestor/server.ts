@@ -33,7 +33,7 @@ import { SpiffeId, TrustDomain } from '../spiffe/trust-domain.js';
 import { EkTrust, type TrustedEk } from './ek-trust.js';
 import { BoundedCache } from './bounded-cache.js';
 import { nodeSelectors } from './selectors.js';
-import { checkNodeIma, imaConfigShape, loadImaGate, type ImaGate } from './ima-gate.js';
+import { checkNodeIma, imaConfigShape, loadImaGate, offerImaOffset, type ImaGate } from './ima-gate.js';
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
 import { attestLegacyAgent } from './legacy-attest.js';
 import { isLegacyPayload } from './legacy-wire.js';
@@ -163,7 +163,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     if (selection) await problems.check(() => checkPoliciesAgainstSelection(policies, selection));
     const enrolment = config.enrolment === 'required' ? new EnrolmentGate(config.enrolment_path!, this.#now) : undefined;
     if (enrolment) await problems.check(() => enrolment.check());
-    const ima = selection ? await problems.check(() => loadImaGate(config, selection, this.#readFile)) : undefined;
+    const ima = selection ? await problems.check(() => loadImaGate(config, selection, this.#readFile, this.#log.named('ima'))) : undefined;
     if (!selection || !ekTrust) return problems.fail();
     problems.throwIfAny();
     if (config.policy_path && !config.require_event_log) {
@@ -263,7 +263,9 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     const akName = publicName(akPublic);
 
     // 4. One round: a credential only the TPM holding this EK and an object named akName can open,
-    //    plus a fresh nonce for the quote.
+    //    plus a fresh nonce for the quote. (IMA may add a second round for the whole list: ima-gate.ts.)
+    //    Incremental IMA: the offset this server has verified for this EK, never what the agent claims (no secret).
+    const imaOffer = state.ima ? await offerImaOffset(state.ima, agentId) : undefined;
     const secret = this.#random(SECRET_BYTES);
     const nonce = this.#random(NONCE_BYTES);
     const release = this.#reserveChallenge(ek.pubHash, node, state.config.max_pending_challenges_per_ek);
@@ -272,7 +274,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
     try {
       const credential = makeCredential({ ekPublic, akName, secret, randomBytes: this.#random });
       responseBytes = await withinTtl(
-        io.challenge(encodeChallenge({ credential: encodeCredentialFile(credential), nonce, pcrs: state.selection.toString() })),
+        io.challenge(encodeChallenge({ credential: encodeCredentialFile(credential), nonce, pcrs: state.selection.toString(), ima_offset: imaOffer?.base?.offset })),
         state.config.nonce_ttl,
         node,
       );
@@ -349,7 +351,11 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       facts,
       passedPolicies,
     });
-    if (state.ima) selectorValues.push(...checkNodeIma(state.ima, response.ima_log ?? payload.ima_log, quoted, node));
+    if (state.ima) {
+      const evidence = { log: response.ima_log ?? payload.ima_log, offset: response.ima_offset ?? 0, total: response.ima_total };
+      const resend = (request: Uint8Array) => withinTtl(io.challenge(request), state.config.nonce_ttl, node);
+      selectorValues.push(...(await checkNodeIma(state.ima, imaOffer!, evidence, quoted, { node, agentId, now: this.#now(), audit, resend })));
+    }
     // Last: only a node that proved its TPM and passed policy is recorded as pending, or admitted.
     await state.enrolment?.admit(ek.pubHash, agentId, audit);
     return { spiffeId: agentId, selectorValues, canReattest: true };

@@ -5,6 +5,7 @@
  */
 import { MalformedInput } from '../errors.js';
 import { z } from '../plugin/config-schema.js';
+import { MAX_IMA_ENTRIES } from '../tpm/ima/log.js';
 
 export const WIRE_VERSION = 1;
 /** Event logs are typically < 100 KiB; IMA logs can reach megabytes. */
@@ -50,6 +51,11 @@ const challengeSchema = z.strictObject({
   credential: b64(4096),
   nonce: b64(64),
   pcrs: z.string().max(256),
+  /**
+   * Incremental IMA: the entries before this index are already verified for this node (server state), so the agent
+   * sends the list from here. Sent only to agents that reported `ima_total` before (older agents refuse unknown fields).
+   */
+  ima_offset: z.number().int().min(1).max(MAX_IMA_ENTRIES).optional(),
 });
 
 const responseSchema = z.strictObject({
@@ -60,7 +66,28 @@ const responseSchema = z.strictObject({
   pcr_values: b64(24 * 64 * 4),
   /** The IMA log, read after the quote so PCR 10 never runs ahead of it (the server takes the quoted prefix). */
   ima_log: b64(8 * 1024 * 1024).optional(),
+  /** Index of the first entry in ima_log: the challenge's ima_offset, or 0 (absent) for the whole list. */
+  ima_offset: z.number().int().min(0).max(MAX_IMA_ENTRIES).optional(),
+  /** Complete entries in the agent's whole list (sent with ima_log; marks an agent that can send increments). */
+  ima_total: z.number().int().min(0).max(MAX_IMA_ENTRIES).optional(),
 });
+
+/**
+ * A second challenge, after the quote: the server could not use the increment the agent sent (the TPM was reset or
+ * restarted since the state it continued, or it does not continue the stored PCR 10) and asks for the whole list.
+ */
+const imaResendSchema = z.strictObject({
+  v: z.literal(WIRE_VERSION),
+  ima_resend: z.literal(true),
+});
+
+const imaResendResponseSchema = z.strictObject({
+  v: z.literal(WIRE_VERSION),
+  ima_log: b64(8 * 1024 * 1024),
+  ima_total: z.number().int().min(0).max(MAX_IMA_ENTRIES).optional(),
+});
+
+export type ImaResendResponse = z.output<typeof imaResendResponseSchema>;
 
 export type AttestationPayload = z.output<typeof payloadSchema>;
 export type AttestationChallenge = z.output<typeof challengeSchema>;
@@ -136,3 +163,15 @@ export const encodeChallenge = (c: Loose<Omit<AttestationChallenge, 'v'>>) => en
 export const decodeChallenge = (b: Uint8Array) => decode('challenge', challengeSchema, b, MAX_CHALLENGE_BYTES);
 export const encodeResponse = (r: Loose<Omit<ChallengeResponse, 'v'>>) => encode({ v: WIRE_VERSION, ...r });
 export const decodeResponse = (b: Uint8Array) => decode('challenge response', responseSchema, b, MAX_RESPONSE_BYTES);
+export const encodeImaResend = () => encode({ v: WIRE_VERSION, ima_resend: true });
+/** True for the server's request to resend the whole IMA list (anything else is decoded as a challenge). */
+export const isImaResend = (b: Uint8Array): boolean => {
+  try {
+    decode('IMA resend request', imaResendSchema, b, MAX_CHALLENGE_BYTES);
+    return true;
+  } catch {
+    return false;
+  }
+};
+export const encodeImaResendResponse = (r: Loose<Omit<ImaResendResponse, 'v'>>) => encode({ v: WIRE_VERSION, ...r });
+export const decodeImaResendResponse = (b: Uint8Array) => decode('IMA resend response', imaResendResponseSchema, b, MAX_RESPONSE_BYTES);

@@ -192,7 +192,7 @@ if (!spire) {
       // An attestation in flight between the extend and the log write quotes the new PCR 4 with the old log and is
       // refused as a replay failure (ERR_EVENTLOG_REPLAY): also a refusal, but the drift verdict is the policy one.
       const refusal = await until('refused event', 3 * AGENT_TTL_S * 1000, () => events().find((e) => e.outcome === 'refused' && e.code === 'ERR_POLICY_VIOLATION'));
-      expect(events().filter((e) => e.outcome === 'refused').every((e) => ['ERR_POLICY_VIOLATION', 'ERR_EVENTLOG_REPLAY'].includes(e.code))).toBe(true);
+      expect(events().filter((e) => e.outcome === 'refused').every((e) => ['ERR_POLICY_VIOLATION', 'ERR_EVENTLOG_REPLAY'].includes(e.code ?? ''))).toBe(true);
       expect(refusal).toMatchObject({ agent_id: agentId, status: 'contraindicated', code: 'ERR_POLICY_VIOLATION', policies: { failed: [{ policy: 'golden' }] } });
       expect(refusal.rule).toMatch(/pcr sha256:4|boot_applications/);
       const ban = await until('ban', 20_000, () => audit().find((e) => e.action === 'ban'));

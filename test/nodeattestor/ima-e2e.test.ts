@@ -113,9 +113,11 @@ describe('node-level IMA: log verified against PCR 10 in the quote, runtime poli
     expect(s).toContain('ima:entries:3');
     expect(s).toContain('ima:policy:edge-runtime');
 
-    // A reordered log no longer replays to PCR 10.
+    // A reordered log no longer replays to PCR 10. (A server without IMA state for the node: `server` verified
+    // entries 0..2 already and asks only for the entries after them; test/nodeattestor/ima-incremental.test.ts.)
+    const stateless = await plugin('tpm-server', serverSettings());
     writeFileSync(imaPath, toBinaryList([entries[1]!, entries[0]!, entries[2]!]));
-    await expectRefused(relayAttestation(agent, server), grpc.status.PERMISSION_DENIED, /does not replay to the quoted PCR 10/);
+    await expectRefused(relayAttestation(agent, stateless), grpc.status.PERMISSION_DENIED, /does not replay to the quoted PCR 10/);
 
     // The container entry (ima-cgpath) and an invalidated excluded entry, in the ASCII form.
     await extendUpTo(5);
@@ -135,7 +137,7 @@ describe('node-level IMA: log verified against PCR 10 in the quote, runtime poli
 
     // A substituted entry (consistent template hash, different file) the TPM never saw.
     writeFileSync(imaPath, toBinaryList(synthEntries([SPECS[0]!, { ...SPECS[1]!, content: 'app v2' }, ...SPECS.slice(2)])));
-    await expectRefused(relayAttestation(agent, server), grpc.status.PERMISSION_DENIED, /does not replay/);
+    await expectRefused(relayAttestation(agent, stateless), grpc.status.PERMISSION_DENIED, /does not replay/);
   });
 
   it('a tampered executable, measured and extended, denies the node naming entry, path, digest and rule', async () => {

@@ -9,3 +9,4 @@ export * from './log.js';
 export * from './verify.js';
 export { sm3 } from './sm3.js';
 export * from './signature.js';
+export * from './slice.js';
