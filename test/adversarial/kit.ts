@@ -13,7 +13,10 @@ import { parseEventLog } from '../../src/tpm/eventlog.js';
 import { EventType } from '../../src/tpm/eventlog-types.js';
 import { builtPlugin, repoRoot } from '../helpers/binaries.js';
 import { PluginHarness } from '../helpers/plugin-harness.js';
-import { extendPcrs, startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
+import { relayAttestation, type RelayHooks, type RelayResult } from '../helpers/spire-relay.js';
+import { extendPcrs, startSwtpm, tpm2, type SwtpmHandle } from '../helpers/swtpm.js';
+import { decodeChallenge, type AttestationChallenge } from '../../src/nodeattestor/wire.js';
+import { Tpm2Tools } from '../../src/tpm/tools.js';
 import { ascii, buildAgileLog, hash } from '../tpm/eventlog-builder.js';
 
 /** A real OVMF + shim + GRUB log with Secure Boot on (sha256 only); the "golden node" of these attacks. */
@@ -152,3 +155,113 @@ export async function expectRefused(promise: Promise<unknown>, code: grpc.status
   if (pattern) expect(err.details).toMatch(pattern);
   return err;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Root on the node: the attacker drives the node's TPM directly (tpm2-tools, as through /dev/tpm0) and speaks to the
+// shipped tpm-server itself, with whatever payload and response it likes.
+
+/** Where the shipped tpm-agent keeps its keys on an RSA-EK node (agent.ts DEFAULT_AK_HANDLES, tools.ts EK handle). */
+export const AGENT_RSA_EK_HANDLE = 0x81010001;
+export const AGENT_RSA_AK_HANDLE = 0x81000a01;
+export const hex32 = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
+
+/** A genuine attestation relayed as SPIRE relays it: the recorded payload, challenge and response. */
+export async function genuineAttestation(
+  agent: PluginHarness,
+  server: PluginHarness,
+  hooks: RelayHooks = {},
+): Promise<RelayResult> {
+  return relayAttestation(agent, server, hooks);
+}
+
+/** The attacker's handle on one node's TPM. */
+export class NodeRoot {
+  readonly tools: Tpm2Tools;
+  readonly #tpm: SwtpmHandle;
+  readonly #dir: string;
+  #files = 0;
+
+  constructor(tpm: SwtpmHandle) {
+    this.#tpm = tpm;
+    this.tools = new Tpm2Tools({ tcti: tpm.tcti });
+    this.#dir = mkdtempSync(join(tpm.dir, 'root-'));
+  }
+
+  #path(name: string): string {
+    return join(this.#dir, `${this.#files++}-${name}`);
+  }
+
+  run(tool: string, args: readonly string[]): Promise<{ stdout: string; stderr: string }> {
+    return tpm2(this.#tpm.tcti, tool, args);
+  }
+
+  /** TPM2B_PUBLIC of the key at a persistent handle (`tpm2_readpublic -f tss`). */
+  async publicArea(handle: number): Promise<Uint8Array> {
+    const out = this.#path('pub.tss');
+    await this.run('tpm2_readpublic', ['-c', hex32(handle), '-f', 'tss', '-o', out]);
+    return new Uint8Array(readFileSync(out));
+  }
+
+  /** A policy session that satisfies the EK's authPolicy (PolicySecret(endorsement)); returns its context file. */
+  async #ekSession(): Promise<string> {
+    const session = this.#path('session.ctx');
+    await this.run('tpm2_startauthsession', ['--policy-session', '-S', session]);
+    await this.run('tpm2_policysecret', ['-S', session, '-c', 'e']);
+    return session;
+  }
+
+  /**
+   * Creates an RSA-2048 key with TPMA_OBJECT `attributes` (tpm2-tools syntax) and persists it at `handle`, under the
+   * node's EK or under a fresh owner storage primary. Returns its TPM2B_PUBLIC.
+   */
+  async createKey(opts: { handle: number; attributes: string; parent: 'ek' | 'owner-srk'; scheme?: string }): Promise<Uint8Array> {
+    const pub = this.#path('key.pub');
+    const priv = this.#path('key.priv');
+    const ctx = this.#path('key.ctx');
+    const alg = `rsa2048:${opts.scheme ?? 'rsassa-sha256'}:null`;
+    if (opts.parent === 'ek') {
+      let session = await this.#ekSession();
+      await this.run('tpm2_create', ['-C', hex32(AGENT_RSA_EK_HANDLE), '-P', `session:${session}`, '-G', alg, '-g', 'sha256', '-a', opts.attributes, '-u', pub, '-r', priv]);
+      await this.run('tpm2_flushcontext', [session]);
+      session = await this.#ekSession();
+      await this.run('tpm2_load', ['-C', hex32(AGENT_RSA_EK_HANDLE), '-P', `session:${session}`, '-u', pub, '-r', priv, '-c', ctx]);
+      await this.run('tpm2_flushcontext', [session]);
+    } else {
+      const srk = this.#path('srk.ctx');
+      await this.run('tpm2_createprimary', ['-C', 'o', '-G', 'rsa2048', '-c', srk]);
+      await this.run('tpm2_create', ['-C', srk, '-G', alg, '-g', 'sha256', '-a', opts.attributes, '-u', pub, '-r', priv]);
+      await this.run('tpm2_load', ['-C', srk, '-u', pub, '-r', priv, '-c', ctx]);
+    }
+    await this.run('tpm2_evictcontrol', ['-C', 'o', '-c', ctx, hex32(opts.handle)]);
+    await this.run('tpm2_flushcontext', ['-t']);
+    return this.publicArea(opts.handle);
+  }
+
+  /** TPM2_ActivateCredential of the server's credential with the key at `akHandle` and the node's EK. */
+  activate(akHandle: number, credential: Uint8Array): Promise<Uint8Array> {
+    return this.tools.activateCredential({ akHandle, ekHandle: AGENT_RSA_EK_HANDLE, ekKind: 'rsa', credentialBlob: credential });
+  }
+
+  /** TPM2_Sign of arbitrary bytes with a non-restricted key: a TPMT_SIGNATURE (RSASSA-SHA256). */
+  async sign(handle: number, message: Uint8Array): Promise<Uint8Array> {
+    const msg = this.#path('msg.bin');
+    const sig = this.#path('sig.tss');
+    writeFileSync(msg, message);
+    await this.run('tpm2_sign', ['-c', hex32(handle), '-g', 'sha256', '-s', 'rsassa', '-f', 'tss', '-o', sig, msg]);
+    return new Uint8Array(readFileSync(sig));
+  }
+
+  /**
+   * TPM2_GetTime signed by the key at `handle` with `qualifyingData`: a genuine TPM-generated, AK-signed TPMS_ATTEST
+   * whose extraData is the nonce, but of type TPM_ST_ATTEST_TIME.
+   */
+  async getTime(handle: number, qualifyingData: Uint8Array): Promise<{ attest: Uint8Array; signature: Uint8Array }> {
+    const attest = this.#path('time.attest');
+    const sig = this.#path('time.sig');
+    await this.run('tpm2_gettime', ['-c', hex32(handle), '-q', toHex(qualifyingData), '-g', 'sha256', '-s', 'rsassa', '-f', 'tss', '--attestation', attest, '-o', sig]);
+    return { attest: new Uint8Array(readFileSync(attest)), signature: new Uint8Array(readFileSync(sig)) };
+  }
+}
+
+/** The challenge the server sent, decoded (what an attacker without the agent plugin reads). */
+export const readChallenge = (bytes: Buffer): AttestationChallenge => decodeChallenge(bytes);
