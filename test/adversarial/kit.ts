@@ -151,6 +151,7 @@ export async function expectRefused(promise: Promise<unknown>, code: grpc.status
     (e) => e,
   )) as grpc.ServiceError & { side?: string; admitted?: unknown };
   expect(err.admitted, 'the attack was admitted').toBeUndefined();
+  if (err.side === undefined && err instanceof Error) throw err; // the attack itself broke (a tool failed), not the server
   expect({ side: err.side, code: err.code }).toEqual({ side: 'server', code });
   if (pattern) expect(err.details).toMatch(pattern);
   return err;
@@ -160,9 +161,12 @@ export async function expectRefused(promise: Promise<unknown>, code: grpc.status
 // Root on the node: the attacker drives the node's TPM directly (tpm2-tools, as through /dev/tpm0) and speaks to the
 // shipped tpm-server itself, with whatever payload and response it likes.
 
-/** Where the shipped tpm-agent keeps its keys on an RSA-EK node (agent.ts DEFAULT_AK_HANDLES, tools.ts EK handle). */
+/**
+ * Where the shipped tpm-agent keeps its keys with `ek_kind = "rsa"` and the default `ak_alg = "ecc"` (agent.ts
+ * DEFAULT_AK_HANDLES, tools.ts DEFAULT_EK_HANDLE).
+ */
 export const AGENT_RSA_EK_HANDLE = 0x81010001;
-export const AGENT_RSA_AK_HANDLE = 0x81000a01;
+export const AGENT_AK_HANDLE = 0x81000a02;
 export const hex32 = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
 
 /** A genuine attestation relayed as SPIRE relays it: the recorded payload, challenge and response. */
@@ -219,21 +223,34 @@ export class NodeRoot {
     const priv = this.#path('key.priv');
     const ctx = this.#path('key.ctx');
     const alg = `rsa2048:${opts.scheme ?? 'rsassa-sha256'}:null`;
+    // swtpm holds three transient objects and each tool leaves what it loaded: flush after every step.
+    const step = async (tool: string, args: readonly string[]) => {
+      try {
+        await this.run(tool, args);
+      } finally {
+        await this.run('tpm2_flushcontext', ['-t']);
+      }
+    };
     if (opts.parent === 'ek') {
-      let session = await this.#ekSession();
-      await this.run('tpm2_create', ['-C', hex32(AGENT_RSA_EK_HANDLE), '-P', `session:${session}`, '-G', alg, '-g', 'sha256', '-a', opts.attributes, '-u', pub, '-r', priv]);
-      await this.run('tpm2_flushcontext', [session]);
-      session = await this.#ekSession();
-      await this.run('tpm2_load', ['-C', hex32(AGENT_RSA_EK_HANDLE), '-P', `session:${session}`, '-u', pub, '-r', priv, '-c', ctx]);
-      await this.run('tpm2_flushcontext', [session]);
+      const ek = hex32(AGENT_RSA_EK_HANDLE);
+      for (const [tool, args] of [
+        ['tpm2_create', ['-C', ek, '-G', alg, '-g', 'sha256', '-a', opts.attributes, '-u', pub, '-r', priv]],
+        ['tpm2_load', ['-C', ek, '-u', pub, '-r', priv, '-c', ctx]],
+      ] as const) {
+        const session = await this.#ekSession();
+        try {
+          await step(tool, [...args, '-P', `session:${session}`]);
+        } finally {
+          await this.run('tpm2_flushcontext', [session]).catch(() => undefined);
+        }
+      }
     } else {
       const srk = this.#path('srk.ctx');
-      await this.run('tpm2_createprimary', ['-C', 'o', '-G', 'rsa2048', '-c', srk]);
-      await this.run('tpm2_create', ['-C', srk, '-G', alg, '-g', 'sha256', '-a', opts.attributes, '-u', pub, '-r', priv]);
-      await this.run('tpm2_load', ['-C', srk, '-u', pub, '-r', priv, '-c', ctx]);
+      await step('tpm2_createprimary', ['-C', 'o', '-G', 'rsa2048', '-c', srk]);
+      await step('tpm2_create', ['-C', srk, '-G', alg, '-g', 'sha256', '-a', opts.attributes, '-u', pub, '-r', priv]);
+      await step('tpm2_load', ['-C', srk, '-u', pub, '-r', priv, '-c', ctx]);
     }
-    await this.run('tpm2_evictcontrol', ['-C', 'o', '-c', ctx, hex32(opts.handle)]);
-    await this.run('tpm2_flushcontext', ['-t']);
+    await step('tpm2_evictcontrol', ['-C', 'o', '-c', ctx, hex32(opts.handle)]);
     return this.publicArea(opts.handle);
   }
 
@@ -255,10 +272,10 @@ export class NodeRoot {
    * TPM2_GetTime signed by the key at `handle` with `qualifyingData`: a genuine TPM-generated, AK-signed TPMS_ATTEST
    * whose extraData is the nonce, but of type TPM_ST_ATTEST_TIME.
    */
-  async getTime(handle: number, qualifyingData: Uint8Array): Promise<{ attest: Uint8Array; signature: Uint8Array }> {
+  async getTime(handle: number, qualifyingData: Uint8Array, scheme = 'ecdsa'): Promise<{ attest: Uint8Array; signature: Uint8Array }> {
     const attest = this.#path('time.attest');
     const sig = this.#path('time.sig');
-    await this.run('tpm2_gettime', ['-c', hex32(handle), '-q', toHex(qualifyingData), '-g', 'sha256', '-s', 'rsassa', '-f', 'tss', '--attestation', attest, '-o', sig]);
+    await this.run('tpm2_gettime', ['-c', hex32(handle), '-q', toHex(qualifyingData), '-g', 'sha256', '-s', scheme, '-f', 'tss', '--attestation', attest, '-o', sig]);
     return { attest: new Uint8Array(readFileSync(attest)), signature: new Uint8Array(readFileSync(sig)) };
   }
 }
