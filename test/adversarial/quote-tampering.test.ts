@@ -36,7 +36,8 @@ beforeAll(async () => {
 afterAll(() => lab.cleanup());
 
 /** A genuine attestation whose response the attacker rewrites after the TPM produced it. */
-function tampered(edit: (r: ChallengeResponse, challenge: Buffer) => ChallengeResponse | Promise<ChallengeResponse>): Promise<unknown> {
+type EditedResponse = Parameters<typeof encodeResponse>[0];
+function tampered(edit: (r: ChallengeResponse, challenge: Buffer) => EditedResponse | Promise<EditedResponse>): Promise<unknown> {
   return (async () => {
     const tpm = openAgentSession(agent);
     const attempt = openServerAttempt(server, await tpm.payload);
