@@ -15,6 +15,8 @@ import type { PluginHarness } from '../helpers/plugin-harness.js';
 import type { SwtpmHandle } from '../helpers/swtpm.js';
 import { AttackLab, expectRefused, genuineAttestation, goldenEvents, writeLog } from './kit.js';
 
+type CryptoKey = webcrypto.CryptoKey;
+type CryptoKeyPair = webcrypto.CryptoKeyPair;
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 const ALG = { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', publicExponent: new Uint8Array([1, 0, 1]), modulusLength: 2048 } as const;
 
