@@ -4,10 +4,13 @@
  * §10.2.2 TCG_PCR_EVENT2), so each test states exactly what the TPM measured and what the agent claims.
  */
 import type * as grpc from '@grpc/grpc-js';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
+import { ServiceNames } from '../../src/plugin/protos.js';
 import { toHex } from '../../src/tpm/bytes.js';
 import { parseEventLog } from '../../src/tpm/eventlog.js';
 import { EventType } from '../../src/tpm/eventlog-types.js';
@@ -282,3 +285,137 @@ export class NodeRoot {
 
 /** The challenge the server sent, decoded (what an attacker without the agent plugin reads). */
 export const readChallenge = (bytes: Buffer): AttestationChallenge => decodeChallenge(bytes);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The workload side: real processes in real cgroups of this host (cgroup v1 hierarchies and the v2 unified mount),
+// pod lists served by real HTTP(S) servers, and the shipped edge-workload.
+
+export const CGROUP_V1 = '/sys/fs/cgroup/pids';
+export const CGROUP_V1_FREEZER = '/sys/fs/cgroup/freezer';
+export const CGROUP_V2 = '/sys/fs/cgroup/unified';
+
+export const hex64 = (): string => (randomUUID() + randomUUID()).replaceAll('-', '').slice(0, 64);
+
+export interface LabPod {
+  uid: string;
+  name: string;
+  sa: string;
+  cid: string;
+}
+
+export function labPod(name: string, sa = name): LabPod {
+  return { uid: randomUUID(), name, sa, cid: hex64() };
+}
+
+/** The cgroupfs-driver path of a pod's container: kubepods/besteffort/pod<uid>/<cid>. */
+export const cgroupfsPath = (pod: LabPod): string => `/kubepods/besteffort/pod${pod.uid}/${pod.cid}`;
+/** The systemd-driver path (cgroup v2, containerd). */
+export const systemdPath = (pod: LabPod): string =>
+  `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${pod.uid.replaceAll('-', '_')}.slice/cri-containerd-${pod.cid}.scope`;
+
+/** A kubelet-format PodList of running pods. */
+export function podListJson(pods: readonly LabPod[]): string {
+  return JSON.stringify({
+    kind: 'PodList',
+    apiVersion: 'v1',
+    items: pods.map((pod) => ({
+      metadata: { uid: pod.uid, name: pod.name, namespace: 'edge', labels: { app: pod.name } },
+      spec: { serviceAccountName: pod.sa, nodeName: 'edge-node-1' },
+      status: {
+        phase: 'Running',
+        containerStatuses: [
+          { name: 'main', containerID: `containerd://${pod.cid}`, image: `registry.local/${pod.name}:1`, imageID: `registry.local/${pod.name}@sha256:${'0'.repeat(64)}` },
+        ],
+      },
+    })),
+  });
+}
+
+/** Why real cgroups cannot be used here (the suites then fail, naming it), or undefined. */
+export function cgroupProblem(roots: readonly string[] = [CGROUP_V1, CGROUP_V2]): string | undefined {
+  if (process.getuid?.() !== 0) return 'not running as root';
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
+  for (const root of roots) {
+    const fs = root === CGROUP_V2 ? 'cgroup2' : 'cgroup';
+    if (!mounts.some((l) => l.includes(` ${root} `) && l.includes(` - ${fs} `))) return `${root} is not a ${fs} mount`;
+  }
+  return undefined;
+}
+
+/** Processes and cgroup directories one test file creates; `cleanup()` kills and removes all of them. */
+export class CgroupLab {
+  readonly #dirs: string[] = [];
+  readonly #children = new Set<ChildProcess>();
+  readonly #plugins: PluginHarness[] = [];
+
+  /** Creates `rel` under the hierarchy `root` (each missing level remembered for cleanup); returns its path. */
+  mkdir(root: string, rel: string): string {
+    let cur = root;
+    for (const part of rel.split('/').filter(Boolean)) {
+      cur = join(cur, part);
+      if (!existsSync(cur)) {
+        mkdirSync(cur);
+        this.#dirs.push(cur);
+      }
+    }
+    return cur;
+  }
+
+  /** A real `sleep` placed into the given cgroup of each hierarchy (as a root process in a container could place itself). */
+  async processIn(where: Readonly<Record<string, string>>): Promise<ChildProcess> {
+    const c = this.track(spawn('sleep', ['600'], { stdio: 'ignore' }));
+    await new Promise<void>((resolve, reject) => {
+      c.once('spawn', () => resolve());
+      c.once('error', reject);
+    });
+    for (const [root, rel] of Object.entries(where)) writeFileSync(join(this.mkdir(root, rel), 'cgroup.procs'), String(c.pid));
+    return c;
+  }
+
+  track(child: ChildProcess): ChildProcess {
+    this.#children.add(child);
+    child.once('exit', () => this.#children.delete(child));
+    return child;
+  }
+
+  /** The shipped edge-workload, configured with `hcl`. */
+  async workloadAttestor(hcl: string): Promise<PluginHarness> {
+    const p = await PluginHarness.launch({ binary: builtPlugin('edge-workload'), type: 'WorkloadAttestor', env: { KUBERNETES_SERVICE_HOST: undefined } });
+    this.#plugins.push(p);
+    await p.init([]);
+    await p.configure(hcl);
+    return p;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const p of this.#plugins.splice(0)) await p.kill();
+    await Promise.all(
+      [...this.#children].map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            c.once('exit', () => resolve());
+            c.kill('SIGKILL');
+          }),
+      ),
+    );
+    for (const d of this.#dirs.splice(0).reverse()) {
+      for (let i = 0; i < 50 && existsSync(d); i++) {
+        try {
+          rmdirSync(d);
+        } catch {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      if (existsSync(d)) throw new Error(`cgroup left behind: ${d}`);
+    }
+  }
+}
+
+/** Workload Attest through the plugin protocol: the selectors, or the plugin's error. */
+export function attestPid(plugin: PluginHarness, pid: number): Promise<{ selectors?: string[]; err?: grpc.ServiceError }> {
+  return plugin.unary(ServiceNames.workloadAttestor, 'Attest', { pid }).then(
+    (r: { selector_values?: string[] }) => ({ selectors: r.selector_values ?? [] }),
+    (err: grpc.ServiceError) => ({ err }),
+  );
+}
