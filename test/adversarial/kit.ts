@@ -3,9 +3,11 @@
  * "booted" a chosen sequence of measurements, and an attacker's event log written byte by byte (TCG PC Client PFP
  * §10.2.2 TCG_PCR_EVENT2), so each test states exactly what the TPM measured and what the agent claims.
  */
+import 'reflect-metadata';
 import type * as grpc from '@grpc/grpc-js';
+import * as x509 from '@peculiar/x509';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomUUID, webcrypto } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +23,8 @@ import { extendPcrs, startSwtpm, tpm2, type SwtpmHandle } from '../helpers/swtpm
 import { decodeChallenge, type AttestationChallenge } from '../../src/nodeattestor/wire.js';
 import { Tpm2Tools } from '../../src/tpm/tools.js';
 import { ascii, buildAgileLog, hash } from '../tpm/eventlog-builder.js';
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 /** A real OVMF + shim + GRUB log with Secure Boot on (sha256 only); the "golden node" of these attacks. */
 export const GOLDEN_LOG_PATH = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
@@ -418,4 +422,47 @@ export function attestPid(plugin: PluginHarness, pid: number): Promise<{ selecto
     (r: { selector_values?: string[] }) => ({ selectors: r.selector_values ?? [] }),
     (err: grpc.ServiceError) => ({ err }),
   );
+}
+
+/** A kubelet serving certificate and the CA that issued it, with the names and validity a test chooses. */
+export interface KubeletCert {
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+}
+
+const EC_ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+
+function pemOf(label: string, der: ArrayBuffer): string {
+  return `-----BEGIN ${label}-----\n${Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n')}\n-----END ${label}-----\n`;
+}
+
+/** A fresh CA and a serving certificate from it (default: SAN localhost and 127.0.0.1, valid for an hour). */
+export async function kubeletCert(opts: { dns?: readonly string[]; ips?: readonly string[]; notBefore?: Date; notAfter?: Date } = {}): Promise<KubeletCert> {
+  const subtle = webcrypto.subtle;
+  const caKeys = (await subtle.generateKey(EC_ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const now = Date.now();
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: '01',
+    name: `CN=kubelet-ca-${randomUUID().slice(0, 8)}`,
+    notBefore: new Date(now - 86_400_000 * 30),
+    notAfter: new Date(now + 86_400_000 * 30),
+    signingAlgorithm: EC_ALG,
+    keys: caKeys,
+    extensions: [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true)],
+  });
+  const keys = (await subtle.generateKey(EC_ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const names = [...(opts.dns ?? ['localhost']).map((value) => ({ type: 'dns' as const, value })), ...(opts.ips ?? ['127.0.0.1']).map((value) => ({ type: 'ip' as const, value }))];
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: randomUUID().replaceAll('-', '').slice(0, 16),
+    subject: 'CN=edge-node-1',
+    issuer: ca.subject,
+    notBefore: opts.notBefore ?? new Date(now - 60_000),
+    notAfter: opts.notAfter ?? new Date(now + 3_600_000),
+    signingAlgorithm: EC_ALG,
+    publicKey: keys.publicKey,
+    signingKey: caKeys.privateKey,
+    extensions: names.length ? [new x509.SubjectAlternativeNameExtension(names)] : [],
+  });
+  return { caPem: ca.toString('pem') + '\n', certPem: leaf.toString('pem') + '\n', keyPem: pemOf('PRIVATE KEY', await subtle.exportKey('pkcs8', keys.privateKey)) };
 }
