@@ -68,7 +68,8 @@ describe('malformed payloads: INVALID_ARGUMENT before any challenge, naming the 
     ['AK TPM2B with trailing bytes', () => payloadWith({ ak_pub: Uint8Array.from([...genuine.ak_pub, 0, 0]) }), /TPM2B_PUBLIC/],
     ['AK TPMT_PUBLIC of an unknown type', () => payloadWith({ ak_pub: withU16(genuine.ak_pub, 2, 0x0099) }), /TPMT_PUBLIC: .*type.*0x0099/],
     ['AK TPMT_PUBLIC with an unknown nameAlg', () => payloadWith({ ak_pub: withU16(genuine.ak_pub, 4, 0x0777) }), /TPMT_PUBLIC: .*nameAlg.*0x0777/],
-    ['EK RSA modulus shorter than keyBits', () => payloadWith({ ek_pub: withU16(genuine.ek_pub, 2 + 2 + 2 + 4 + 2 + 32 + 6 + 2, 4096) }), /TPMT_PUBLIC: /],
+    // TPM2B size ‖ type ‖ nameAlg ‖ attributes ‖ authPolicy (2+32) ‖ symmetric (AES-128-CFB) ‖ scheme (NULL) ‖ keyBits
+    ['EK RSA keyBits that do not match the modulus', () => payloadWith({ ek_pub: withU16(genuine.ek_pub, 2 + 2 + 2 + 4 + 2 + 32 + 6 + 2, 4096) }), /TPMT_PUBLIC: modulus of 256 bytes does not match keyBits 4096/],
     ['EK certificate garbage', () => payloadWith({ ek_cert: Uint8Array.from([0x30, 0x82, 0xff, 0xff, 1, 2, 3]) }), /certificate/i],
     ['EK certificate truncated', () => payloadWith({ ek_cert: cut(genuine.ek_cert!, 300) }), /certificate/i],
   ])('%s: INVALID_ARGUMENT', async (_name, make, pattern) => {

@@ -7,6 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeChallenge, decodeResponse, encodeChallenge, encodeResponse } from '../../src/nodeattestor/wire.js';
+import { parseAttest } from '../../src/tpm/attest.js';
 import type { PluginHarness } from '../helpers/plugin-harness.js';
 import type { SwtpmHandle } from '../helpers/swtpm.js';
 import { AttackLab, expectRefused, genuineAttestation, goldenEvents, writeLog } from './kit.js';
@@ -49,14 +50,15 @@ describe('reused nonce: a quote counts only on the stream whose nonce it carries
     let quotedNonce: Uint8Array | undefined;
     const err = await expectRefused(
       genuineAttestation(agent, server, {
-        challenge: (c) => {
-          quotedNonce = usedNonce;
-          return Buffer.from(encodeChallenge({ ...decodeChallenge(c), nonce: usedNonce }));
+        challenge: (c) => Buffer.from(encodeChallenge({ ...decodeChallenge(c), nonce: usedNonce })),
+        response: (r) => {
+          quotedNonce = parseAttest(decodeResponse(r).attest).extraData;
+          return r;
         },
       }),
       grpc.status.PERMISSION_DENIED,
     );
-    expect(quotedNonce).toEqual(usedNonce); // the TPM really quoted the reused nonce (and activated the fresh credential)
+    expect(quotedNonce).toEqual(usedNonce); // the TPM really signed a quote over the reused nonce
     expect(err.details).toMatch(/quote: extraData does not equal the nonce/);
   });
 
