@@ -333,7 +333,9 @@ export class PodIndex {
   current(): PodSnapshot {
     const snap = this.#snap;
     if (!snap) {
-      throw new SourceUnavailable(WorkloadErrorCode.NO_SNAPSHOT, `pod source ${this.#o.source.name} has not answered yet`, {
+      // The last failure goes into the message too: it is all SPIRE's agent logs of why the workload got no identity.
+      const why = this.#lastError === undefined ? '' : ` (last attempt: ${this.#lastError})`;
+      throw new SourceUnavailable(WorkloadErrorCode.NO_SNAPSHOT, `pod source ${this.#o.source.name} has not answered yet${why}`, {
         fields: { source: this.#o.source.name, endpoint: this.#o.source.endpoint, last_error: this.#lastError },
       });
     }

@@ -91,6 +91,16 @@ const TLS_ERROR_CODES = new Set([
   'ERR_SSL_WRONG_VERSION_NUMBER',
 ]);
 
+/**
+ * The TLS failure behind a request error, if any. OpenSSL reports a peer that answers TLS with plain HTTP as EPROTO
+ * ("wrong version number"), not by an error code of its own.
+ */
+function tlsFailureCode(err: NodeJS.ErrnoException, protocol: string): string | undefined {
+  if (err.code !== undefined && TLS_ERROR_CODES.has(err.code)) return err.code;
+  if (protocol === 'https:' && err.code === 'EPROTO' && /wrong version number/i.test(err.message)) return 'ERR_SSL_WRONG_VERSION_NUMBER';
+  return undefined;
+}
+
 /** A credential file read failed: says which file, what it is for, and why. */
 class CredentialFileError extends Error {
   constructor(
@@ -228,9 +238,10 @@ export class HttpPodSource implements PodSource {
           resolve(this.#request(pathAndQuery, signal, timeoutMs, true));
           return;
         }
+        const tlsCode = tlsFailureCode(err, this.#url.protocol);
         if (signal.aborted) reject(new Cancelled(WorkloadErrorCode.CANCELLED, `${this.name}: request cancelled`));
         else if (err instanceof SourceUnavailable) reject(err);
-        else if (err.code !== undefined && TLS_ERROR_CODES.has(err.code)) reject(this.#unavailable(WorkloadErrorCode.SOURCE_TLS, `TLS verification failed (${err.code})`, err));
+        else if (tlsCode !== undefined) reject(this.#unavailable(WorkloadErrorCode.SOURCE_TLS, `TLS verification failed (${tlsCode})`, err));
         else reject(this.#unavailable(WorkloadErrorCode.SOURCE_UNAVAILABLE, `request failed (${err.code ?? err.message})`, err));
       });
       req.end();

@@ -3,18 +3,28 @@
  * "booted" a chosen sequence of measurements, and an attacker's event log written byte by byte (TCG PC Client PFP
  * §10.2.2 TCG_PCR_EVENT2), so each test states exactly what the TPM measured and what the agent claims.
  */
+import 'reflect-metadata';
 import type * as grpc from '@grpc/grpc-js';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as x509 from '@peculiar/x509';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID, webcrypto } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'vitest';
+import { ServiceNames } from '../../src/plugin/protos.js';
 import { toHex } from '../../src/tpm/bytes.js';
 import { parseEventLog } from '../../src/tpm/eventlog.js';
 import { EventType } from '../../src/tpm/eventlog-types.js';
 import { builtPlugin, repoRoot } from '../helpers/binaries.js';
 import { PluginHarness } from '../helpers/plugin-harness.js';
-import { extendPcrs, startSwtpm, type SwtpmHandle, type SwtpmOptions } from '../helpers/swtpm.js';
+import { relayAttestation, type RelayHooks, type RelayResult } from '../helpers/spire-relay.js';
+import { extendPcrs, startSwtpm, tpm2, type SwtpmHandle, type SwtpmOptions } from '../helpers/swtpm.js';
+import { decodeChallenge, type AttestationChallenge } from '../../src/nodeattestor/wire.js';
+import { Tpm2Tools } from '../../src/tpm/tools.js';
 import { ascii, buildAgileLog, hash } from '../tpm/eventlog-builder.js';
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 /** A real OVMF + shim + GRUB log with Secure Boot on (sha256 only); the "golden node" of these attacks. */
 export const GOLDEN_LOG_PATH = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
@@ -148,7 +158,311 @@ export async function expectRefused(promise: Promise<unknown>, code: grpc.status
     (e) => e,
   )) as grpc.ServiceError & { side?: string; admitted?: unknown };
   expect(err.admitted, 'the attack was admitted').toBeUndefined();
+  if (err.side === undefined && err instanceof Error) throw err; // the attack itself broke (a tool failed), not the server
   expect({ side: err.side, code: err.code }).toEqual({ side: 'server', code });
   if (pattern) expect(err.details).toMatch(pattern);
   return err;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Root on the node: the attacker drives the node's TPM directly (tpm2-tools, as through /dev/tpm0) and speaks to the
+// shipped tpm-server itself, with whatever payload and response it likes.
+
+/**
+ * Where the shipped tpm-agent keeps its keys with `ek_kind = "rsa"` and the default `ak_alg = "ecc"` (agent.ts
+ * DEFAULT_AK_HANDLES, tools.ts DEFAULT_EK_HANDLE).
+ */
+export const AGENT_RSA_EK_HANDLE = 0x81010001;
+export const AGENT_AK_HANDLE = 0x81000a02;
+export const hex32 = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
+
+/** A genuine attestation relayed as SPIRE relays it: the recorded payload, challenge and response. */
+export async function genuineAttestation(
+  agent: PluginHarness,
+  server: PluginHarness,
+  hooks: RelayHooks = {},
+): Promise<RelayResult> {
+  return relayAttestation(agent, server, hooks);
+}
+
+/** The attacker's handle on one node's TPM. */
+export class NodeRoot {
+  readonly tools: Tpm2Tools;
+  readonly #tpm: SwtpmHandle;
+  readonly #dir: string;
+  #files = 0;
+
+  constructor(tpm: SwtpmHandle) {
+    this.#tpm = tpm;
+    this.tools = new Tpm2Tools({ tcti: tpm.tcti });
+    this.#dir = mkdtempSync(join(tpm.dir, 'root-'));
+  }
+
+  #path(name: string): string {
+    return join(this.#dir, `${this.#files++}-${name}`);
+  }
+
+  run(tool: string, args: readonly string[]): Promise<{ stdout: string; stderr: string }> {
+    return tpm2(this.#tpm.tcti, tool, args);
+  }
+
+  /** TPM2B_PUBLIC of the key at a persistent handle (`tpm2_readpublic -f tss`). */
+  async publicArea(handle: number): Promise<Uint8Array> {
+    const out = this.#path('pub.tss');
+    await this.run('tpm2_readpublic', ['-c', hex32(handle), '-f', 'tss', '-o', out]);
+    return new Uint8Array(readFileSync(out));
+  }
+
+  /** A policy session that satisfies the EK's authPolicy (PolicySecret(endorsement)); returns its context file. */
+  async #ekSession(): Promise<string> {
+    const session = this.#path('session.ctx');
+    await this.run('tpm2_startauthsession', ['--policy-session', '-S', session]);
+    await this.run('tpm2_policysecret', ['-S', session, '-c', 'e']);
+    return session;
+  }
+
+  /**
+   * Creates an RSA-2048 key with TPMA_OBJECT `attributes` (tpm2-tools syntax) and persists it at `handle`, under the
+   * node's EK or under a fresh owner storage primary. Returns its TPM2B_PUBLIC.
+   */
+  async createKey(opts: { handle: number; attributes: string; parent: 'ek' | 'owner-srk'; scheme?: string }): Promise<Uint8Array> {
+    const pub = this.#path('key.pub');
+    const priv = this.#path('key.priv');
+    const ctx = this.#path('key.ctx');
+    const alg = `rsa2048:${opts.scheme ?? 'rsassa-sha256'}:null`;
+    // swtpm holds three transient objects and each tool leaves what it loaded: flush after every step.
+    const step = async (tool: string, args: readonly string[]) => {
+      try {
+        await this.run(tool, args);
+      } finally {
+        await this.run('tpm2_flushcontext', ['-t']);
+      }
+    };
+    if (opts.parent === 'ek') {
+      const ek = hex32(AGENT_RSA_EK_HANDLE);
+      for (const [tool, args] of [
+        ['tpm2_create', ['-C', ek, '-G', alg, '-g', 'sha256', '-a', opts.attributes, '-u', pub, '-r', priv]],
+        ['tpm2_load', ['-C', ek, '-u', pub, '-r', priv, '-c', ctx]],
+      ] as const) {
+        const session = await this.#ekSession();
+        try {
+          await step(tool, [...args, '-P', `session:${session}`]);
+        } finally {
+          await this.run('tpm2_flushcontext', [session]).catch(() => undefined);
+        }
+      }
+    } else {
+      const srk = this.#path('srk.ctx');
+      await step('tpm2_createprimary', ['-C', 'o', '-G', 'rsa2048', '-c', srk]);
+      await step('tpm2_create', ['-C', srk, '-G', alg, '-g', 'sha256', '-a', opts.attributes, '-u', pub, '-r', priv]);
+      await step('tpm2_load', ['-C', srk, '-u', pub, '-r', priv, '-c', ctx]);
+    }
+    await step('tpm2_evictcontrol', ['-C', 'o', '-c', ctx, hex32(opts.handle)]);
+    return this.publicArea(opts.handle);
+  }
+
+  /** TPM2_ActivateCredential of the server's credential with the key at `akHandle` and the node's EK. */
+  activate(akHandle: number, credential: Uint8Array): Promise<Uint8Array> {
+    return this.tools.activateCredential({ akHandle, ekHandle: AGENT_RSA_EK_HANDLE, ekKind: 'rsa', credentialBlob: credential });
+  }
+
+  /** TPM2_Sign of arbitrary bytes with a non-restricted key: a TPMT_SIGNATURE (RSASSA-SHA256). */
+  async sign(handle: number, message: Uint8Array): Promise<Uint8Array> {
+    const msg = this.#path('msg.bin');
+    const sig = this.#path('sig.tss');
+    writeFileSync(msg, message);
+    await this.run('tpm2_sign', ['-c', hex32(handle), '-g', 'sha256', '-s', 'rsassa', '-f', 'tss', '-o', sig, msg]);
+    return new Uint8Array(readFileSync(sig));
+  }
+
+  /**
+   * TPM2_GetTime signed by the key at `handle` with `qualifyingData`: a genuine TPM-generated, AK-signed TPMS_ATTEST
+   * whose extraData is the nonce, but of type TPM_ST_ATTEST_TIME.
+   */
+  async getTime(handle: number, qualifyingData: Uint8Array, scheme = 'ecdsa'): Promise<{ attest: Uint8Array; signature: Uint8Array }> {
+    const attest = this.#path('time.attest');
+    const sig = this.#path('time.sig');
+    await this.run('tpm2_gettime', ['-c', hex32(handle), '-q', toHex(qualifyingData), '-g', 'sha256', '-s', scheme, '-f', 'tss', '--attestation', attest, '-o', sig]);
+    return { attest: new Uint8Array(readFileSync(attest)), signature: new Uint8Array(readFileSync(sig)) };
+  }
+}
+
+/** The challenge the server sent, decoded (what an attacker without the agent plugin reads). */
+export const readChallenge = (bytes: Buffer): AttestationChallenge => decodeChallenge(bytes);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The workload side: real processes in real cgroups of this host (cgroup v1 hierarchies and the v2 unified mount),
+// pod lists served by real HTTP(S) servers, and the shipped edge-workload.
+
+export const CGROUP_V1 = '/sys/fs/cgroup/pids';
+export const CGROUP_V1_FREEZER = '/sys/fs/cgroup/freezer';
+export const CGROUP_V2 = '/sys/fs/cgroup/unified';
+
+export const hex64 = (): string => (randomUUID() + randomUUID()).replaceAll('-', '').slice(0, 64);
+
+export interface LabPod {
+  uid: string;
+  name: string;
+  sa: string;
+  cid: string;
+}
+
+export function labPod(name: string, sa = name): LabPod {
+  return { uid: randomUUID(), name, sa, cid: hex64() };
+}
+
+/** The cgroupfs-driver path of a pod's container: kubepods/besteffort/pod<uid>/<cid>. */
+export const cgroupfsPath = (pod: LabPod): string => `/kubepods/besteffort/pod${pod.uid}/${pod.cid}`;
+/** The systemd-driver path (cgroup v2, containerd). */
+export const systemdPath = (pod: LabPod): string =>
+  `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${pod.uid.replaceAll('-', '_')}.slice/cri-containerd-${pod.cid}.scope`;
+
+/** A kubelet-format PodList of running pods. */
+export function podListJson(pods: readonly LabPod[]): string {
+  return JSON.stringify({
+    kind: 'PodList',
+    apiVersion: 'v1',
+    items: pods.map((pod) => ({
+      metadata: { uid: pod.uid, name: pod.name, namespace: 'edge', labels: { app: pod.name } },
+      spec: { serviceAccountName: pod.sa, nodeName: 'edge-node-1' },
+      status: {
+        phase: 'Running',
+        containerStatuses: [
+          { name: 'main', containerID: `containerd://${pod.cid}`, image: `registry.local/${pod.name}:1`, imageID: `registry.local/${pod.name}@sha256:${'0'.repeat(64)}` },
+        ],
+      },
+    })),
+  });
+}
+
+/** Why real cgroups cannot be used here (the suites then fail, naming it), or undefined. */
+export function cgroupProblem(roots: readonly string[] = [CGROUP_V1, CGROUP_V2]): string | undefined {
+  if (process.getuid?.() !== 0) return 'not running as root';
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
+  for (const root of roots) {
+    const fs = root === CGROUP_V2 ? 'cgroup2' : 'cgroup';
+    if (!mounts.some((l) => l.includes(` ${root} `) && l.includes(` - ${fs} `))) return `${root} is not a ${fs} mount`;
+  }
+  return undefined;
+}
+
+/** Processes and cgroup directories one test file creates; `cleanup()` kills and removes all of them. */
+export class CgroupLab {
+  readonly #dirs: string[] = [];
+  readonly #children = new Set<ChildProcess>();
+  readonly #plugins: PluginHarness[] = [];
+
+  /** Creates `rel` under the hierarchy `root` (each missing level remembered for cleanup); returns its path. */
+  mkdir(root: string, rel: string): string {
+    let cur = root;
+    for (const part of rel.split('/').filter(Boolean)) {
+      cur = join(cur, part);
+      if (!existsSync(cur)) {
+        mkdirSync(cur);
+        this.#dirs.push(cur);
+      }
+    }
+    return cur;
+  }
+
+  /** A real `sleep` placed into the given cgroup of each hierarchy (as a root process in a container could place itself). */
+  async processIn(where: Readonly<Record<string, string>>): Promise<ChildProcess> {
+    const c = this.track(spawn('sleep', ['600'], { stdio: 'ignore' }));
+    await new Promise<void>((resolve, reject) => {
+      c.once('spawn', () => resolve());
+      c.once('error', reject);
+    });
+    for (const [root, rel] of Object.entries(where)) writeFileSync(join(this.mkdir(root, rel), 'cgroup.procs'), String(c.pid));
+    return c;
+  }
+
+  track(child: ChildProcess): ChildProcess {
+    this.#children.add(child);
+    child.once('exit', () => this.#children.delete(child));
+    return child;
+  }
+
+  /** The shipped edge-workload, configured with `hcl`. */
+  async workloadAttestor(hcl: string): Promise<PluginHarness> {
+    const p = await PluginHarness.launch({ binary: builtPlugin('edge-workload'), type: 'WorkloadAttestor', env: { KUBERNETES_SERVICE_HOST: undefined } });
+    this.#plugins.push(p);
+    await p.init([]);
+    await p.configure(hcl);
+    return p;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const p of this.#plugins.splice(0)) await p.kill();
+    await Promise.all(
+      [...this.#children].map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            c.once('exit', () => resolve());
+            c.kill('SIGKILL');
+          }),
+      ),
+    );
+    for (const d of this.#dirs.splice(0).reverse()) {
+      for (let i = 0; i < 50 && existsSync(d); i++) {
+        try {
+          rmdirSync(d);
+        } catch {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+      if (existsSync(d)) throw new Error(`cgroup left behind: ${d}`);
+    }
+  }
+}
+
+/** Workload Attest through the plugin protocol: the selectors, or the plugin's error. */
+export function attestPid(plugin: PluginHarness, pid: number): Promise<{ selectors?: string[]; err?: grpc.ServiceError }> {
+  return plugin.unary(ServiceNames.workloadAttestor, 'Attest', { pid }).then(
+    (r: { selector_values?: string[] }) => ({ selectors: r.selector_values ?? [] }),
+    (err: grpc.ServiceError) => ({ err }),
+  );
+}
+
+/** A kubelet serving certificate and the CA that issued it, with the names and validity a test chooses. */
+export interface KubeletCert {
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+}
+
+const EC_ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+
+function pemOf(label: string, der: ArrayBuffer): string {
+  return `-----BEGIN ${label}-----\n${Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n')}\n-----END ${label}-----\n`;
+}
+
+/** A fresh CA and a serving certificate from it (default: SAN localhost and 127.0.0.1, valid for an hour). */
+export async function kubeletCert(opts: { dns?: readonly string[]; ips?: readonly string[]; notBefore?: Date; notAfter?: Date } = {}): Promise<KubeletCert> {
+  const subtle = webcrypto.subtle;
+  const caKeys = (await subtle.generateKey(EC_ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const now = Date.now();
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: '01',
+    name: `CN=kubelet-ca-${randomUUID().slice(0, 8)}`,
+    notBefore: new Date(now - 86_400_000 * 30),
+    notAfter: new Date(now + 86_400_000 * 30),
+    signingAlgorithm: EC_ALG,
+    keys: caKeys,
+    extensions: [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true)],
+  });
+  const keys = (await subtle.generateKey(EC_ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const names = [...(opts.dns ?? ['localhost']).map((value) => ({ type: 'dns' as const, value })), ...(opts.ips ?? ['127.0.0.1']).map((value) => ({ type: 'ip' as const, value }))];
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: randomUUID().replaceAll('-', '').slice(0, 16),
+    subject: 'CN=edge-node-1',
+    issuer: ca.subject,
+    notBefore: opts.notBefore ?? new Date(now - 60_000),
+    notAfter: opts.notAfter ?? new Date(now + 3_600_000),
+    signingAlgorithm: EC_ALG,
+    publicKey: keys.publicKey,
+    signingKey: caKeys.privateKey,
+    extensions: names.length ? [new x509.SubjectAlternativeNameExtension(names)] : [],
+  });
+  return { caPem: ca.toString('pem') + '\n', certPem: leaf.toString('pem') + '\n', keyPem: pemOf('PRIVATE KEY', await subtle.exportKey('pkcs8', keys.privateKey)) };
 }
