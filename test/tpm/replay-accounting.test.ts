@@ -84,8 +84,10 @@ describe('reset values', () => {
     expect([...verified.explainedPcrs]).toEqual([0]);
   });
 
-  it('PCR 0 starts at 0…03 only for StartupLocality 3 (locality 2 starts at zero)', () => {
-    for (const [locality, start] of [[3, 3], [2, 0], [0, 0]] as const) {
+  it('PCR 0 starts at 0…03 for StartupLocality 3, at zero for 0, and any other locality is refused at parse', () => {
+    const startup2 = agileEvent(0, EventType.EV_NO_ACTION, [{ id: ALG.sha256, digest: zeros() }], new Uint8Array([...ascii('StartupLocality\0'), 2]));
+    expect(() => parseEventLog(concat([specIdEvent([{ id: ALG.sha256, size: 32 }]), startup2]))).toThrow(/StartupLocality/);
+    for (const [locality, start] of [[3, 3], [0, 0]] as const) {
       const startup = agileEvent(0, EventType.EV_NO_ACTION, [{ id: ALG.sha256, digest: zeros() }], new Uint8Array([...ascii('StartupLocality\0'), locality]));
       const event = agileEvent(0, EventType.EV_POST_CODE, [{ id: ALG.sha256, digest: hash('sha256', ascii('fw')) }], ascii('fw'));
       const log = parseEventLog(concat([specIdEvent([{ id: ALG.sha256, size: 32 }]), startup, event]));
