@@ -46,6 +46,13 @@ export class CoverageTracker {
     this.collect(); // drop what loading the modules ran
   }
 
+  /** Forgets what was covered (the next target starts from nothing); the session stays. */
+  reset(): void {
+    this.collect(false);
+    this.#functions.clear();
+    this.#covered = 0;
+  }
+
   stop(): void {
     this.#post('Profiler.stopPreciseCoverage');
     this.#session.disconnect();

@@ -13,22 +13,38 @@ import { targetByName } from './targets.js';
 import { classify, describeCrash } from './typed.js';
 
 export interface EngineParams {
-  readonly target: string;
+  /** Run one after the other in this thread (modules and test keys load once). */
+  readonly targets: readonly string[];
   readonly seconds: number;
   readonly seed: number;
   readonly slowMs: number;
-  /** Directories whose files are extra seeds (the kept corpus and crashes of this target). */
-  readonly seedDirs: readonly string[];
-  /** [execs, length] as Int32 then the input bytes (capacity = the target's maxLen). */
+  /** Directory holding corpus/, crashes/ and slow/ (each by target): their files are extra seeds. */
+  readonly fuzzDir: string;
+  /** [execs, length] as Int32 then the input bytes (capacity = the largest maxLen). */
   readonly shared: SharedArrayBuffer;
 }
 
-export type EngineMessage =
+export type EngineMessage = { target: string } & (
+  | { t: 'ready' }
   | { t: 'progress'; execs: number; blocks: number; corpus: number }
   | { t: 'new'; data: Uint8Array }
   | { t: 'crash'; data: Uint8Array; signature: string; detail: string }
   | { t: 'slow'; data: Uint8Array; ms: number }
-  | { t: 'done'; execs: number; blocks: number; corpus: number; seeds: number };
+  | { t: 'done'; execs: number; blocks: number; corpus: number; seeds: number }
+);
+
+/**
+ * CPU time of this thread in ms where Node has it (a loaded machine must not make inputs look slow), else
+ * wall-clock time.
+ */
+const threadCpuMs: () => number = (() => {
+  const f = (process as unknown as { threadCpuUsage?: () => { user: number; system: number } }).threadCpuUsage;
+  if (typeof f !== 'function') return () => performance.now();
+  return () => {
+    const u = f.call(process);
+    return (u.user + u.system) / 1000;
+  };
+})();
 
 const MAX_CORPUS = 4096;
 /** Inputs run between two coverage takes. */
@@ -45,16 +61,14 @@ function readDir(dir: string): Uint8Array[] {
   }
 }
 
-async function main(p: EngineParams): Promise<void> {
-  // Libraries' process warnings (yaml's unresolved tags) would flood the report; they are not findings.
-  process.emitWarning = () => undefined;
-  const post = (m: EngineMessage): void => parentPort!.postMessage(m);
-  const target = targetByName(p.target);
+async function fuzzOne(p: EngineParams, name: string, coverage: CoverageTracker): Promise<void> {
+  type Body = EngineMessage extends infer M ? (M extends { target: string } ? Omit<M, 'target'> : never) : never;
+  const post = (m: Body): void => parentPort!.postMessage({ ...m, target: name });
+  const target = targetByName(name);
   const header = new Int32Array(p.shared, 0, 2);
   const mirror = new Uint8Array(p.shared, 8);
   const rng = new Rng(p.seed);
-  const coverage = new CoverageTracker();
-  const seeds = [...target.seeds(), ...p.seedDirs.flatMap(readDir)].map((s) => (s.length > target.maxLen ? s.subarray(0, target.maxLen) : s));
+  const seeds = [...target.seeds(), ...['corpus', 'crashes', 'slow'].map((d) => readDir(join(p.fuzzDir, d, name))).flat()].map((s) => (s.length > target.maxLen ? s.subarray(0, target.maxLen) : s));
   if (seeds.length === 0) seeds.push(new Uint8Array(0));
   const corpus: Uint8Array[] = [];
   const seenCrashes = new Set<string>();
@@ -65,9 +79,9 @@ async function main(p: EngineParams): Promise<void> {
     mirror.set(data.subarray(0, mirror.length));
     Atomics.store(header, 1, Math.min(data.length, mirror.length));
     Atomics.add(header, 0, 1);
-    const t0 = performance.now();
+    const t0 = threadCpuMs();
     const outcome = await classify(target.run, data);
-    const ms = performance.now() - t0;
+    const ms = threadCpuMs() - t0;
     execs++;
     if (outcome.kind === 'crash') {
       const { signature, detail } = describeCrash(outcome.error);
@@ -90,7 +104,8 @@ async function main(p: EngineParams): Promise<void> {
     if (again >= p.slowMs) post({ t: 'slow', data: Uint8Array.from(data), ms: Math.round(Math.min(ms, again)) });
   };
 
-  coverage.start();
+  coverage.reset();
+  post({ t: 'ready' });
   await classify(target.run, seeds[0]!); // load lazily imported modules before timing anything
   coverage.collect();
   for (const s of seeds) {
@@ -130,13 +145,22 @@ async function main(p: EngineParams): Promise<void> {
       post({ t: 'progress', execs, blocks: coverage.blocks, corpus: corpus.length });
     }
   }
-  coverage.stop();
   post({ t: 'done', execs, blocks: coverage.blocks, corpus: corpus.length, seeds: seeds.length });
+}
+
+async function main(p: EngineParams): Promise<void> {
+  // Libraries' process warnings (yaml's unresolved tags) would flood the report; they are not findings.
+  process.emitWarning = () => undefined;
+  // One session for the thread: restarting V8's precise coverage between targets loses the block counters.
+  const coverage = new CoverageTracker();
+  coverage.start();
+  for (const name of p.targets) await fuzzOne(p, name, coverage);
+  coverage.stop();
 }
 
 if (parentPort !== null && workerData !== null) {
   void main(workerData as EngineParams).catch((err: unknown) => {
-    parentPort!.postMessage({ t: 'crash', data: new Uint8Array(0), signature: `harness: ${String(err)}`, detail: err instanceof Error ? (err.stack ?? '') : String(err) });
+    parentPort!.postMessage({ target: '', t: 'crash', data: new Uint8Array(0), signature: `harness: ${String(err)}`, detail: err instanceof Error ? (err.stack ?? '') : String(err) });
     process.exit(1);
   });
 }

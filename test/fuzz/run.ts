@@ -9,15 +9,16 @@
  *   --hang-ms N      a target that makes no progress for this long is stopped; its input is a hang (default 10000)
  *   --seed N         PRNG seed (default: time-based; printed, so a run can be repeated)
  *   --save-corpus    write inputs that found new blocks to test/fuzz/corpus/<target>/
+ *   --out DIR        where crashes/, slow/ and corpus/ are written (default test/fuzz)
  *   --quiet          no progress lines
  *
  * Crashes and hangs are written to test/fuzz/crashes/<target>/, slow inputs to test/fuzz/slow/<target>/; the
  * replay test (test/fuzz/replay.test.ts) keeps all of them as regression tests. Prints a JSON report on stdout
- * and exits 1 if any target crashed or hung.
+ * and exits 1 if any target crashed, hung or ran no input at all.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { EngineMessage, EngineParams } from './engine.js';
@@ -54,64 +55,96 @@ function save(dir: string, data: Uint8Array, note?: string): string {
   return file;
 }
 
-function runTarget(name: string, seconds: number, seed: number, slowMs: number, hangMs: number, saveCorpus: boolean, quiet: boolean): Promise<TargetReport> {
-  const target = TARGETS.find((t) => t.name === name)!;
-  const shared = new SharedArrayBuffer(8 + target.maxLen);
+interface RunOptions {
+  readonly seconds: number;
+  readonly seed: number;
+  readonly slowMs: number;
+  readonly hangMs: number;
+  readonly saveCorpus: boolean;
+  readonly quiet: boolean;
+  readonly out: string;
+}
+
+function emptyReport(target: string, seconds: number): TargetReport {
+  return { target, seconds, execs: 0, execsPerSecond: 0, blocks: 0, corpus: 0, newCorpus: 0, crashes: [], slow: [], hang: null };
+}
+
+/**
+ * Runs `names` in one worker thread, in order. A target that stops making progress for hangMs is a hang: its
+ * current input (mirrored in shared memory) is saved, the thread is terminated, and the rest run in a new one.
+ */
+function runWorker(names: readonly string[], o: RunOptions, reports: Map<string, TargetReport>): Promise<string[]> {
+  const capacity = Math.max(...names.map((n) => TARGETS.find((t) => t.name === n)!.maxLen));
+  const shared = new SharedArrayBuffer(8 + capacity);
   const header = new Int32Array(shared, 0, 2);
-  const corpusDir = join(HERE, 'corpus', name);
-  const crashDir = join(HERE, 'crashes', name);
-  const params: EngineParams = { target: name, seconds, seed, slowMs, seedDirs: [corpusDir, crashDir, join(HERE, 'slow', name)], shared };
-  const report: TargetReport = { target: name, seconds, execs: 0, execsPerSecond: 0, blocks: 0, corpus: 0, newCorpus: 0, crashes: [], slow: [], hang: null };
-  const rel = (f: string): string => f.slice(ROOT.length);
+  const params: EngineParams = { targets: names, seconds: o.seconds, seed: o.seed, slowMs: o.slowMs, fuzzDir: HERE, shared };
+  const rel = (f: string): string => (f.startsWith(ROOT) ? f.slice(ROOT.length) : f);
   return new Promise((resolve) => {
     const worker = new Worker(new URL('./engine.ts', import.meta.url), { workerData: params });
+    let current: string | undefined;
+    let armed = false;
     let lastExecs = -1;
     let lastMove = Date.now();
     let settled = false;
-    const finish = (): void => {
+    const finish = (rest: string[]): void => {
       if (settled) return;
       settled = true;
       clearInterval(watchdog);
-      report.execsPerSecond = Math.round(report.execs / Math.max(seconds, 0.001));
-      resolve(report);
+      resolve(rest);
+    };
+    const report = (name: string): TargetReport => {
+      let r = reports.get(name);
+      if (r === undefined) reports.set(name, (r = emptyReport(name, o.seconds)));
+      return r;
     };
     const watchdog = setInterval(() => {
+      if (!armed || current === undefined) return;
       const n = Atomics.load(header, 0);
       if (n !== lastExecs) {
         lastExecs = n;
         lastMove = Date.now();
         return;
       }
-      if (Date.now() - lastMove < hangMs) return;
-      const len = Atomics.load(header, 1);
-      const input = new Uint8Array(shared, 8, len).slice();
-      report.hang = rel(save(crashDir, input, `hang: no progress for ${hangMs} ms`));
-      void worker.terminate().then(finish);
+      if (Date.now() - lastMove < o.hangMs) return;
+      const input = new Uint8Array(shared, 8, Atomics.load(header, 1)).slice();
+      const r = report(current);
+      r.hang = rel(save(join(o.out, 'crashes', current), input, `hang: no progress for ${o.hangMs} ms`));
+      process.stderr.write(`  ${current}: HANG, saved ${r.hang}\n`);
+      const rest = names.slice(names.indexOf(current) + 1);
+      void worker.terminate().then(() => finish(rest));
     }, 200);
     worker.on('message', (m: EngineMessage) => {
-      if (m.t === 'progress') {
-        Object.assign(report, { execs: m.execs, blocks: m.blocks, corpus: m.corpus });
-        if (!quiet) process.stderr.write(`  ${name}: ${m.execs} execs, ${m.blocks} blocks, corpus ${m.corpus}\n`);
+      const r = report(m.target);
+      if (m.t === 'ready') {
+        current = m.target;
+        armed = true;
+        lastMove = Date.now();
+      } else if (m.t === 'progress') {
+        Object.assign(r, { execs: m.execs, blocks: m.blocks, corpus: m.corpus });
+        if (!o.quiet) process.stderr.write(`  ${m.target}: ${m.execs} execs, ${m.blocks} blocks, corpus ${m.corpus}\n`);
       } else if (m.t === 'new') {
-        report.newCorpus++;
-        if (saveCorpus) save(corpusDir, m.data);
+        r.newCorpus++;
+        if (o.saveCorpus) save(join(o.out, 'corpus', m.target), m.data);
       } else if (m.t === 'crash') {
-        const file = rel(save(crashDir, m.data, `${m.signature}\n\n${m.detail}`));
-        report.crashes.push({ signature: m.signature, file });
-        process.stderr.write(`  ${name}: CRASH ${m.signature}\n    saved ${file}\n`);
+        const signature = m.signature.replaceAll(ROOT, '');
+        const file = m.target === '' ? '' : rel(save(join(o.out, 'crashes', m.target), m.data, `${signature}\n\n${m.detail}`));
+        (m.target === '' ? report(current ?? names[0]!) : r).crashes.push({ signature, file });
+        process.stderr.write(`  ${m.target}: CRASH ${signature}\n    saved ${file}\n`);
       } else if (m.t === 'slow') {
-        const file = rel(save(join(HERE, 'slow', name), m.data, `slow: ${m.ms} ms`));
-        report.slow.push({ ms: m.ms, file });
-        process.stderr.write(`  ${name}: SLOW ${m.ms} ms, saved ${file}\n`);
+        const file = rel(save(join(o.out, 'slow', m.target), m.data, `slow: ${m.ms} ms of CPU`));
+        r.slow.push({ ms: m.ms, file });
+        process.stderr.write(`  ${m.target}: SLOW ${m.ms} ms, saved ${file}\n`);
       } else {
-        Object.assign(report, { execs: m.execs, blocks: m.blocks, corpus: m.corpus });
+        armed = false;
+        Object.assign(r, { execs: m.execs, blocks: m.blocks, corpus: m.corpus, execsPerSecond: Math.round(m.execs / o.seconds) });
+        process.stderr.write(`${m.target}: ${r.execs} execs (${r.execsPerSecond}/s), ${r.blocks} blocks, ${r.crashes.length} crashes, ${r.slow.length} slow\n`);
       }
     });
     worker.on('error', (err) => {
-      report.crashes.push({ signature: `worker error: ${err.message}`, file: '' });
-      finish();
+      report(current ?? names[0]!).crashes.push({ signature: `worker error: ${err.message}`, file: '' });
+      finish(current === undefined ? [] : names.slice(names.indexOf(current) + 1));
     });
-    worker.on('exit', finish);
+    worker.on('exit', () => finish([]));
   });
 }
 
@@ -138,12 +171,10 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const quiet = argv.includes('--quiet');
   process.stderr.write(`fuzzing ${selected.length} targets for ${seconds.toFixed(1)} s each (seed ${seed})\n`);
-  const reports: TargetReport[] = [];
-  for (const name of selected) {
-    const r = await runTarget(name, seconds, seed, slowMs, hangMs, argv.includes('--save-corpus'), quiet);
-    reports.push(r);
-    process.stderr.write(`${name}: ${r.execs} execs (${r.execsPerSecond}/s), ${r.blocks} blocks, ${r.crashes.length} crashes, ${r.slow.length} slow${r.hang ? ', HANG' : ''}\n`);
-  }
+  const byName = new Map<string, TargetReport>();
+  const options: RunOptions = { seconds, seed, slowMs, hangMs, saveCorpus: argv.includes('--save-corpus'), quiet, out: resolve(arg(argv, '--out') ?? HERE) };
+  for (let rest: string[] = selected; rest.length > 0; ) rest = await runWorker(rest, options, byName);
+  const reports = selected.map((n) => byName.get(n) ?? emptyReport(n, seconds));
   const totals = {
     targets: reports.length,
     execs: reports.reduce((a, r) => a + r.execs, 0),
@@ -151,9 +182,10 @@ async function main(argv: readonly string[]): Promise<number> {
     crashes: reports.reduce((a, r) => a + r.crashes.length, 0),
     slow: reports.reduce((a, r) => a + r.slow.length, 0),
     hangs: reports.filter((r) => r.hang !== null).length,
+    idle: reports.filter((r) => r.execs === 0 && r.hang === null).map((r) => r.target),
   };
   process.stdout.write(`${JSON.stringify({ seed, secondsPerTarget: seconds, totals, targets: reports }, null, 2)}\n`);
-  return totals.crashes + totals.hangs > 0 ? 1 : 0;
+  return totals.crashes + totals.hangs + totals.idle.length > 0 ? 1 : 0;
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -44,6 +44,12 @@ import { decodeNamespaceList } from '../../src/workload/namespace-labels.js';
 import { decodeDockerInspect } from '../../src/workload/runtime.js';
 import { decodeWatchLine } from '../../src/workload/pod-source.js';
 import { parseStatStartTime, parseStatusIds } from '../../src/workload/procfs.js';
+import { parseRevokerConfig } from '../../src/revocation/config.js';
+import { eventSchema } from '../../src/revocation/event.js';
+import { parseDuration } from '../../src/plugin/config-schema.js';
+import { parseImaHashName } from '../../src/tpm/ima/hash.js';
+import { parseTcti } from '../../src/tpm/tcti.js';
+import { parsePropertiesFixed } from '../../src/tpm/tools.js';
 import { isAttestorError, MalformedInput } from '../../src/errors.js';
 import { buildAgileLog, buildLegacyLog, secureBootVariable, uefiVariableData, EFI_GLOBAL_VARIABLE_BYTES } from '../tpm/eventlog-builder.js';
 import { synthEntries, toAsciiList, toBinaryList } from '../tpm/ima/synth.js';
@@ -389,9 +395,7 @@ export const TARGETS: readonly FuzzTarget[] = [
     name: 'policy-file',
     maxLen: 8192,
     seeds: () => [
-      ...readdirSync(join(ROOT, 'examples'))
-        .filter((n) => /polic/i.test(n) && /\.ya?ml$/.test(n))
-        .map((n) => new Uint8Array(readFileSync(join(ROOT, 'examples', n)))),
+      new Uint8Array(readFileSync(join(ROOT, 'examples/tpm-node-attestation/boot-policy.yaml'))),
       bytes('policies:\n  - name: p\n    secure_boot: true\n    pcrs:\n      sha256:\n        7: "00"\n    kernel_cmdline:\n      - pattern: "^console=.*$"\n'),
     ],
     dictionary: ['policies:', '\n  - name: ', 'secure_boot', 'pcrs', 'sha256', 'boot_applications', 'kernel_cmdline', 'pattern', '&a ', '*a', '<<: ', '[', ']', '{', '}', '(a+)+', '\\1', '{1000}', '\n    ', '- ', ': '],
@@ -526,6 +530,7 @@ export const TARGETS: readonly FuzzTarget[] = [
       bytes('pod_source = "kubelet"\nkubelet {\n  port = 10250\n}\n'),
       bytes('{"pod_source":"auto","node_name":"n1"}'),
       bytes('plugin_data = "x"'),
+      ...['tpm-node-attestation/server.conf', 'tpm-node-attestation/agent.conf', 'workload-kubernetes/agent.conf'].map((f) => new Uint8Array(readFileSync(join(ROOT, 'examples', f)))),
     ],
     dictionary: [' = ', '"', '{', '}', '[', ']', '\n', '#', '//', '/*', '*/', '<<EOF\nx\nEOF\n', '0x81010002', '4294967296', 'true', '1.5e3', 'ek_ca_path', 'policy_file', 'pcr_selection', 'nonce_ttl', 'pod_source', 'log_level'],
     run: async (b) => {
@@ -548,6 +553,63 @@ export const TARGETS: readonly FuzzTarget[] = [
     run: (b) => parseStore(text(b), 'fuzz.json'),
   },
   {
+    name: 'revoker-config',
+    maxLen: 8192,
+    seeds: () => [new Uint8Array(readFileSync(join(ROOT, 'examples/revocation/revoker.yaml')))],
+    dictionary: ['\n', ': ', '- ', '&a ', '*a', '<<: ', '!!binary ', '"', "'", '{', '}', '[', ']', 'true', '0x10', '1e400', '~'],
+    run: (b) => parseRevokerConfig(text(b), 'fuzz.yaml'),
+  },
+  {
+    // a decision-event line, as the revoker's webhook and file tail read it (JSON.parse errors are caught there).
+    name: 'revoker-event',
+    maxLen: 8192,
+    seeds: () => [bytes('{"v":1,"type":"spire-edge.attestation.decision","event_id":"e1","time":"2026-01-01T00:00:00Z","outcome":"refused","ek_hash":"' + 'a'.repeat(64) + '"}')],
+    dictionary: [...JSON_DICT, '"v"', '"outcome"', '"refused"', '"accepted"', '"agent_id"', '"ek_hash"', '"event_id"'],
+    run: (b) => {
+      let json: unknown;
+      try {
+        json = JSON.parse(text(b));
+      } catch {
+        return undefined;
+      }
+      return eventSchema.safeParse(json);
+    },
+  },
+  {
+    // `tpm2_getcap properties-fixed` output, as the agent reads it.
+    name: 'tpm-getcap-properties',
+    maxLen: 8192,
+    seeds: () => [
+      bytes(
+        ['TPM2_PT_MANUFACTURER', 'TPM2_PT_VENDOR_STRING_1', 'TPM2_PT_VENDOR_STRING_2', 'TPM2_PT_VENDOR_STRING_3', 'TPM2_PT_VENDOR_STRING_4', 'TPM2_PT_FIRMWARE_VERSION_1', 'TPM2_PT_FIRMWARE_VERSION_2']
+          .map((k, i) => `${k}:\n  raw: 0x${(0x49424d00 + i).toString(16).toUpperCase()}\n  value: "IBM"\n`)
+          .join(''),
+      ),
+    ],
+    dictionary: ['raw: ', '0x', 'value: ', '\n  ', 'TPM2_PT_MANUFACTURER', 'TPM2_PT_FIRMWARE_VERSION_1', '4294967296', '-1', '1.5', '&a', '*a'],
+    run: (b) => parsePropertiesFixed(text(b)),
+  },
+  {
+    // short configuration strings: the TCTI, durations, IMA hash names, PCR selections (first byte picks).
+    name: 'config-strings',
+    maxLen: 1024,
+    seeds: () => [bytes('\x00device:/dev/tpmrm0'), bytes('\x00swtpm:host=127.0.0.1,port=2321'), bytes('\x011m30s'), bytes('\x02sha256'), bytes('\x03sha256:0,1,2,3+sha1:7')],
+    dictionary: ['device:', 'swtpm:', 'mssim:', 'host=', 'port=', 'path=', ',', '=', 'ms', 's', 'm', 'h', '1e308', 'sm3', 'sha384', ':', '+'],
+    run: (b) => {
+      const s = text(b.subarray(1));
+      switch ((b[0] ?? 0) % 4) {
+        case 0:
+          return parseTcti(s);
+        case 1:
+          return parseDuration(s);
+        case 2:
+          return parseImaHashName(s, 'fuzz');
+        default:
+          return PcrSelection.parse(s);
+      }
+    },
+  },
+  {
     name: 'spiffe-trust-domain',
     maxLen: 512,
     seeds: () => [bytes('example.org'), bytes('spiffe://example.org')],
@@ -562,6 +624,24 @@ function fixtureRuntimePolicy(): RuntimePolicy {
   runtimePolicy ??= parseRuntimePolicy(new Uint8Array(readFileSync(join(FIXTURES, 'ima/kl-runtime-policy/runtime-policy-test.json'))));
   return runtimePolicy;
 }
+
+/**
+ * Targets that prove the harness itself: one throws a TypeError, one never returns. Only with FUZZ_SELF_TEST=1
+ * (test/fuzz/fuzz.test.ts), so `npm run fuzz` never sees them.
+ */
+const SELF_TEST_TARGETS: readonly FuzzTarget[] = [
+  { name: 'selftest-crash', maxLen: 64, seeds: () => [bytes('ok')], run: (b) => (b.length > 2 ? (null as unknown as { x: number }).x : b) },
+  {
+    name: 'selftest-hang',
+    maxLen: 64,
+    seeds: () => [bytes('ok')],
+    run: (b) => {
+      if (b.length > 3) for (;;);
+      return b;
+    },
+  },
+];
+if (process.env['FUZZ_SELF_TEST'] === '1') (TARGETS as FuzzTarget[]).push(...SELF_TEST_TARGETS);
 
 export function targetByName(name: string): FuzzTarget {
   const t = TARGETS.find((x) => x.name === name);
