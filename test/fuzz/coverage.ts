@@ -1,12 +1,14 @@
 /**
  * Coverage feedback from V8's own block coverage, read through node:inspector in the fuzzing thread
- * (Profiler.startPreciseCoverage with callCount: false, detailed: true). Each takePreciseCoverage returns the
- * functions that ran since the last take, with the ranges inside them that did NOT run (count 0), and resets.
+ * (Profiler.startPreciseCoverage with callCount: true, detailed: true). Each takePreciseCoverage returns the
+ * functions that ran since the last take, with their block ranges and counts, and resets the counters.
+ * (Binary mode, callCount: false, is cheaper but reports a function only the first time it is covered, so a block
+ * covered later inside it, or by the next target, would go unseen.)
  *
- * V8 reports a nested range only where its count differs from its parent's, so a block that becomes covered
- * simply disappears from the report. A block is therefore learnt the first time it shows up uncovered, and it
- * counts as covered once a later run of its function reports it no longer uncovered. Functions count as one
- * block each. Only the project's code and its parsing dependencies are tracked, not the harness or Node.
+ * V8 reports a nested range only where its count differs from its parent's, so a block that becomes covered may
+ * simply disappear from the report. A block is therefore learnt the first time it shows up uncovered (count 0), and
+ * it counts as covered once a later run of its function no longer reports it, or anything around it, uncovered.
+ * Functions count as one block each. Only src/ and node_modules/ are tracked, not the harness or Node.
  */
 import { Session } from 'node:inspector';
 
@@ -42,7 +44,7 @@ export class CoverageTracker {
   start(): void {
     this.#session.connect();
     this.#post('Profiler.enable');
-    this.#post('Profiler.startPreciseCoverage', { callCount: false, detailed: true });
+    this.#post('Profiler.startPreciseCoverage', { callCount: true, detailed: true });
     this.collect(); // drop what loading the modules ran
   }
 

@@ -25,7 +25,7 @@ import { deriveBootFacts } from '../../src/tpm/bootfacts.js';
 import { BytesReader, BytesWriter } from '../../src/tpm/bytes.js';
 import { TPM_GENERATED_VALUE, TPM_ST } from '../../src/tpm/constants.js';
 import { checkAkCreation } from '../../src/tpm/creation.js';
-import { checkEkCertMatchesPublic, gceInstanceInfo, OID_GCE_INSTANCE_INFO, parseCertificates, parseEkCertificate, tpmDeviceAttributes } from '../../src/tpm/ek.js';
+import { checkEkCertMatchesPublic, EkTrustStore, gceInstanceInfo, verifyEkCertificate, OID_GCE_INSTANCE_INFO, parseCertificates, parseEkCertificate, tpmDeviceAttributes } from '../../src/tpm/ek.js';
 import { parseEventLog } from '../../src/tpm/eventlog.js';
 import { parseImaAsciiLog, parseImaBinaryLog, parseImaLog } from '../../src/tpm/ima/log.js';
 import { ImaKeyring, parseImaSignature, verifyImaSignature } from '../../src/tpm/ima/signature.js';
@@ -270,6 +270,25 @@ export const TARGETS: readonly FuzzTarget[] = [
     seeds: () => [...fixtures('ekcerts/ca', (n) => n.endsWith('.pem') || n.endsWith('.crt') || n.endsWith('.der') || n.endsWith('.cer')).slice(0, 8), ...records().map((r) => bytes(r.ca.rootPem + r.ca.intermediatePem))],
     dictionary: ['-----BEGIN CERTIFICATE-----\n', '\n-----END CERTIFICATE-----\n', '-----BEGIN', '-----END', '\r\n', '='],
     run: (b) => parseCertificates(b).map((c) => tpmDeviceAttributes(c)),
+  },
+  {
+    // a leaf EK certificate through chain verification against the fixture CAs (swtpm's and Google's).
+    name: 'tpm-ek-verify',
+    maxLen: 8192,
+    seeds: () => [...records().map((r) => b64d(r.ek.certDerB64)), ...fixtures('ekcerts/certs')],
+    dictionary: ['\x30\x82', '\x06\x03\x55\x1d\x13', '\x06\x03\x55\x1d\x25', '\x01\x01\xff', '\x02\x01\x00'],
+    run: async (b) => verifyEkCertificate(parseEkCertificate(b), fixtureEkStore(), { now: EK_NOW }),
+  },
+  {
+    // an operator's ek_ca_path entry (a PEM bundle or DER), then a genuine leaf verified against it.
+    name: 'tpm-ek-trust-store',
+    maxLen: 16384,
+    seeds: () => records().map((r) => bytes(r.ca.rootPem + r.ca.intermediatePem)),
+    dictionary: ['-----BEGIN CERTIFICATE-----\n', '\n-----END CERTIFICATE-----\n', '\x30\x82'],
+    run: async (b) => {
+      const store = EkTrustStore.fromEntries([{ source: 'fuzz.pem', bytes: b }]);
+      return verifyEkCertificate(parseEkCertificate(b64d(records()[0]!.ek.certDerB64)), store, { now: EK_NOW });
+    },
   },
   {
     // The GCE instance-identity extension value (what gceInstanceInfo reads out of a certificate).
@@ -548,7 +567,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   {
     name: 'enrolment-store',
     maxLen: 8192,
-    seeds: () => [bytes('{"version":1,"nodes":{}}'), bytes('{"version":1,"nodes":{"abc":{"state":"pending","first_seen":"2026-01-01T00:00:00Z"}}}')],
+    seeds: () => [bytes('{"version":1,"nodes":{}}'), bytes('{"version":1,"nodes":{"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa":{"state":"pending","first_seen":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}}}')],
     dictionary: [...JSON_DICT, '"version"', '"nodes"', '"state"', '"pending"', '"approved"'],
     run: (b) => parseStore(text(b), 'fuzz.json'),
   },
@@ -617,6 +636,17 @@ export const TARGETS: readonly FuzzTarget[] = [
     run: (b) => TrustDomain.parse(text(b)),
   },
 ];
+
+/** Inside the validity of the swtpm fixture certificates. */
+const EK_NOW = new Date('2026-11-23T00:00:00Z');
+let ekStore: EkTrustStore | undefined;
+function fixtureEkStore(): EkTrustStore {
+  ekStore ??= EkTrustStore.fromCertificates([
+    ...records().flatMap((r) => parseCertificates(bytes(r.ca.rootPem + r.ca.intermediatePem))),
+    ...fixtures('ekcerts/ca/gce').flatMap((b) => parseCertificates(b)),
+  ]);
+  return ekStore;
+}
 
 let runtimePolicy: RuntimePolicy | undefined;
 /** Keylime's test runtime policy: entries of the fuzzed IMA logs are evaluated against it. */
