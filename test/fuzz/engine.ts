@@ -47,8 +47,9 @@ const threadCpuMs: () => number = (() => {
 })();
 
 const MAX_CORPUS = 4096;
-/** Inputs run between two coverage takes. */
-const BATCH = 16;
+/** Inputs run between two coverage takes: from MIN_BATCH, doubling while a batch finds nothing. */
+const MIN_BATCH = 8;
+const MAX_BATCH = 256;
 
 function readDir(dir: string): Uint8Array[] {
   try {
@@ -122,15 +123,19 @@ async function fuzzOne(p: EngineParams, name: string, coverage: CoverageTracker)
   };
   const deadline = performance.now() + p.seconds * 1000;
   let nextProgress = performance.now() + 1000;
+  let batchSize = MIN_BATCH;
   while (performance.now() < deadline) {
     const batch: Uint8Array[] = [];
-    for (let i = 0; i < BATCH; i++) {
+    for (let i = 0; i < batchSize; i++) {
       const parent = rng.chance(3) && corpus.length > 16 ? corpus[corpus.length - 1 - rng.below(16)]! : corpus[rng.below(corpus.length)]!;
       const input = mutate(parent, ctx);
       batch.push(input);
       await checkSlow(input, await exec(input));
     }
-    if (coverage.collect(false) > 0) {
+    const found = coverage.collect(false) > 0;
+    // Takes are costly: batches grow while nothing new turns up, and shrink again when something does.
+    batchSize = found ? MIN_BATCH : Math.min(batchSize * 2, MAX_BATCH);
+    if (found) {
       for (const input of batch) {
         const { fresh } = await runOne(input);
         if (fresh > 0 && corpus.length < MAX_CORPUS) {

@@ -40,14 +40,16 @@ function fuzz(args: string[], env: Record<string, string> = {}): { status: numbe
 }
 
 describe('npm run fuzz', () => {
-  it('self-test: a TypeError is a crash, an endless input is a hang; both saved; exit 1', () => {
-    const { status, report } = fuzz(['--targets', 'selftest-crash,selftest-hang', '--seconds', '1', '--hang-ms', '2000'], { FUZZ_SELF_TEST: '1' });
+  it('self-test: a TypeError is a crash, an endless input a hang, running out of heap a crash; all saved; exit 1', () => {
+    const { status, report } = fuzz(['--targets', 'selftest-crash,selftest-hang,selftest-oom', '--seconds', '1', '--hang-ms', '2000', '--heap-mb', '64'], { FUZZ_SELF_TEST: '1' });
     expect(status).toBe(1);
     const byName = new Map(report.targets.map((t) => [t.target, t]));
     expect(byName.get('selftest-crash')!.crashes[0]!.signature).toMatch(/^TypeError: /);
     expect(existsSync(byName.get('selftest-crash')!.crashes[0]!.file)).toBe(true);
     expect(byName.get('selftest-hang')!.hang).not.toBeNull();
     expect(readdirSync(join(out, 'crashes', 'selftest-hang')).some((n) => n.endsWith('.bin'))).toBe(true);
+    expect(byName.get('selftest-oom')!.crashes[0]!.signature).toMatch(/^worker died: .*memory/i);
+    expect(existsSync(byName.get('selftest-oom')!.crashes[0]!.file)).toBe(true);
   }, 60_000);
 
   it(`every target, ${CI_TOTAL_SECONDS} s in all: no crash, no hang, every target ran`, () => {

@@ -10,6 +10,7 @@
  *   --seed N         PRNG seed (default: time-based; printed, so a run can be repeated)
  *   --save-corpus    write inputs that found new blocks to test/fuzz/corpus/<target>/
  *   --out DIR        where crashes/, slow/ and corpus/ are written (default test/fuzz)
+ *   --heap-mb N      heap limit of the fuzzing thread; running out is a crash (default 1536)
  *   --quiet          no progress lines
  *
  * Crashes and hangs are written to test/fuzz/crashes/<target>/, slow inputs to test/fuzz/slow/<target>/; the
@@ -63,6 +64,7 @@ interface RunOptions {
   readonly saveCorpus: boolean;
   readonly quiet: boolean;
   readonly out: string;
+  readonly heapMb: number;
 }
 
 function emptyReport(target: string, seconds: number): TargetReport {
@@ -80,7 +82,8 @@ function runWorker(names: readonly string[], o: RunOptions, reports: Map<string,
   const params: EngineParams = { targets: names, seconds: o.seconds, seed: o.seed, slowMs: o.slowMs, fuzzDir: HERE, shared };
   const rel = (f: string): string => (f.startsWith(ROOT) ? f.slice(ROOT.length) : f);
   return new Promise((resolve) => {
-    const worker = new Worker(new URL('./engine.ts', import.meta.url), { workerData: params });
+    // A heap cap makes an input that amplifies memory a reported crash (ERR_WORKER_OUT_OF_MEMORY), not a dead machine.
+    const worker = new Worker(new URL('./engine.ts', import.meta.url), { workerData: params, resourceLimits: { maxOldGenerationSizeMb: o.heapMb } });
     let current: string | undefined;
     let armed = false;
     let lastExecs = -1;
@@ -141,7 +144,12 @@ function runWorker(names: readonly string[], o: RunOptions, reports: Map<string,
       }
     });
     worker.on('error', (err) => {
-      report(current ?? names[0]!).crashes.push({ signature: `worker error: ${err.message}`, file: '' });
+      // The thread died (out of memory, a stack overflow outside the parse): the input it was on is the finding.
+      const name = current ?? names[0]!;
+      const input = new Uint8Array(shared, 8, Atomics.load(header, 1)).slice();
+      const signature = `worker died: ${err.message}`;
+      report(name).crashes.push({ signature, file: rel(save(join(o.out, 'crashes', name), input, `${signature}\n\n${err.stack ?? ''}`)) });
+      process.stderr.write(`  ${name}: CRASH ${signature}\n`);
       finish(current === undefined ? [] : names.slice(names.indexOf(current) + 1));
     });
     worker.on('exit', () => finish([]));
@@ -172,7 +180,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const quiet = argv.includes('--quiet');
   process.stderr.write(`fuzzing ${selected.length} targets for ${seconds.toFixed(1)} s each (seed ${seed})\n`);
   const byName = new Map<string, TargetReport>();
-  const options: RunOptions = { seconds, seed, slowMs, hangMs, saveCorpus: argv.includes('--save-corpus'), quiet, out: resolve(arg(argv, '--out') ?? HERE) };
+  const options: RunOptions = { seconds, seed, slowMs, hangMs, saveCorpus: argv.includes('--save-corpus'), quiet, out: resolve(arg(argv, '--out') ?? HERE), heapMb: Number(arg(argv, '--heap-mb') ?? 1536) };
   for (let rest: string[] = selected; rest.length > 0; ) rest = await runWorker(rest, options, byName);
   const reports = selected.map((n) => byName.get(n) ?? emptyReport(n, seconds));
   const totals = {
@@ -182,7 +190,7 @@ async function main(argv: readonly string[]): Promise<number> {
     crashes: reports.reduce((a, r) => a + r.crashes.length, 0),
     slow: reports.reduce((a, r) => a + r.slow.length, 0),
     hangs: reports.filter((r) => r.hang !== null).length,
-    idle: reports.filter((r) => r.execs === 0 && r.hang === null).map((r) => r.target),
+    idle: reports.filter((r) => r.execs === 0 && r.hang === null && r.crashes.length === 0).map((r) => r.target),
   };
   process.stdout.write(`${JSON.stringify({ seed, secondsPerTarget: seconds, totals, targets: reports }, null, 2)}\n`);
   return totals.crashes + totals.hangs + totals.idle.length > 0 ? 1 : 0;

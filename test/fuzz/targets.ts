@@ -656,7 +656,7 @@ function fixtureRuntimePolicy(): RuntimePolicy {
 }
 
 /**
- * Targets that prove the harness itself: one throws a TypeError, one never returns. Only with FUZZ_SELF_TEST=1
+ * Targets that prove the harness itself: one throws a TypeError, one never returns, one exhausts the heap. Only with FUZZ_SELF_TEST=1
  * (test/fuzz/fuzz.test.ts), so `npm run fuzz` never sees them.
  */
 const SELF_TEST_TARGETS: readonly FuzzTarget[] = [
@@ -671,6 +671,16 @@ const SELF_TEST_TARGETS: readonly FuzzTarget[] = [
     },
   },
 ];
+const hoard: unknown[] = [];
+(SELF_TEST_TARGETS as FuzzTarget[]).push({
+  name: 'selftest-oom',
+  maxLen: 64,
+  seeds: () => [bytes('ok')],
+  run: (b) => {
+    if (b.length > 3) for (;;) hoard.push(new Array(1 << 16).fill(b.length));
+    return b;
+  },
+});
 if (process.env['FUZZ_SELF_TEST'] === '1') (TARGETS as FuzzTarget[]).push(...SELF_TEST_TARGETS);
 
 export function targetByName(name: string): FuzzTarget {
