@@ -14,7 +14,7 @@ import { TARGETS } from './targets.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 /** Seconds for the whole CI pass, split across the targets (FUZZ_CI_SECONDS overrides). */
-const CI_TOTAL_SECONDS = Number(process.env['FUZZ_CI_SECONDS'] ?? 30);
+const CI_TOTAL_SECONDS = Number(process.env['FUZZ_CI_SECONDS'] ?? 20);
 const out = mkdtempSync(join(tmpdir(), 'fuzz-'));
 afterAll(() => rmSync(out, { recursive: true, force: true }));
 

@@ -89,6 +89,7 @@ function runWorker(names: readonly string[], o: RunOptions, reports: Map<string,
     let lastExecs = -1;
     let lastMove = Date.now();
     let settled = false;
+    let afterHang: string[] | undefined;
     const finish = (rest: string[]): void => {
       if (settled) return;
       settled = true;
@@ -113,8 +114,9 @@ function runWorker(names: readonly string[], o: RunOptions, reports: Map<string,
       const r = report(current);
       r.hang = rel(save(join(o.out, 'crashes', current), input, `hang: no progress for ${o.hangMs} ms`));
       process.stderr.write(`  ${current}: HANG, saved ${r.hang}\n`);
-      const rest = names.slice(names.indexOf(current) + 1);
-      void worker.terminate().then(() => finish(rest));
+      // 'exit' may fire before terminate() resolves (it does on Node 22): it must carry on with the rest too.
+      afterHang = names.slice(names.indexOf(current) + 1);
+      void worker.terminate().then(() => finish(afterHang ?? []));
     }, 200);
     worker.on('message', (m: EngineMessage) => {
       const r = report(m.target);
@@ -152,7 +154,7 @@ function runWorker(names: readonly string[], o: RunOptions, reports: Map<string,
       process.stderr.write(`  ${name}: CRASH ${signature}\n`);
       finish(current === undefined ? [] : names.slice(names.indexOf(current) + 1));
     });
-    worker.on('exit', () => finish([]));
+    worker.on('exit', () => finish(afterHang ?? []));
   });
 }
 
