@@ -89,6 +89,11 @@ export async function loadRevokerConfig(path: string): Promise<RevokerConfig> {
   } catch (err) {
     throw new InvalidConfig('ERR_CONFIG_INVALID', `revoker: cannot read config ${path}: ${(err as Error).message}`);
   }
+  return parseRevokerConfig(text, path);
+}
+
+/** The revoker's YAML (or JSON) configuration text, read from `path`. */
+export function parseRevokerConfig(text: string, path: string): RevokerConfig {
   let raw: unknown;
   try {
     raw = parseYaml(text);

@@ -115,7 +115,11 @@ function fromDer(der: Uint8Array): X509Certificate {
   if (der.length > MAX_CERT_SIZE) throw malformed(`${der.length} bytes exceeds ${MAX_CERT_SIZE}`);
   const exact = der.subarray(0, derSequenceLength(der));
   try {
-    return new X509Certificate(Uint8Array.from(exact));
+    const cert = new X509Certificate(Uint8Array.from(exact));
+    // @peculiar/x509 decodes some parts only when first read (the key: found by npm run fuzz); read them here so a
+    // bad one is refused now as MalformedInput, not later as a bare asn1 error from a verifier.
+    void [cert.publicKey.rawData, cert.publicKey.algorithm, cert.extensions, cert.subject, cert.issuer, cert.notBefore, cert.notAfter, cert.serialNumber];
+    return cert;
   } catch (cause) {
     throw malformed('not a parsable X.509 certificate', cause);
   }

@@ -709,7 +709,7 @@ function checkAkPublic(pub: Uint8Array, alg: AkAlg, handle: number): void {
 }
 
 /** Parses `tpm2_getcap properties-fixed` YAML (values decoded from the `raw` u32 fields). */
-function parsePropertiesFixed(stdout: string): TpmProperties {
+export function parsePropertiesFixed(stdout: string): TpmProperties {
   let doc: unknown;
   try {
     doc = parseYaml(stdout);

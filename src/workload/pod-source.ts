@@ -122,6 +122,28 @@ function readCredential(path: string | undefined, what: string): Buffer | undefi
   }
 }
 
+/**
+ * One line of a watch stream: the event it carries, 'error' for an ERROR event (the caller ends the watch), or
+ * undefined for a line to skip (an unknown type, a bookmark without a resource version).
+ */
+export function decodeWatchLine(line: string, source: string): WatchEvent | 'error' | undefined {
+  let ev: { type?: unknown; object?: unknown };
+  try {
+    ev = JSON.parse(line) as { type?: unknown; object?: unknown };
+  } catch (err) {
+    throw new MalformedInput(WorkloadErrorCode.SOURCE_BODY, `${source}: watch event is not JSON`, { fields: { source }, cause: err });
+  }
+  if (typeof ev !== 'object' || ev === null || Array.isArray(ev)) {
+    throw new MalformedInput(WorkloadErrorCode.SOURCE_BODY, `${source}: watch event is not an object`, { fields: { source } });
+  }
+  if (ev.type === 'ADDED' || ev.type === 'MODIFIED' || ev.type === 'DELETED') return { type: ev.type, pod: decodePod(ev.object) };
+  if (ev.type === 'BOOKMARK') {
+    const md = (ev.object as { metadata?: { resourceVersion?: unknown } } | undefined)?.metadata;
+    return typeof md?.resourceVersion === 'string' ? { type: 'BOOKMARK', resourceVersion: md.resourceVersion } : undefined;
+  }
+  return ev.type === 'ERROR' ? 'error' : undefined;
+}
+
 export class HttpPodSource implements PodSource {
   readonly name: PodSourceName;
   readonly endpoint: string;
@@ -322,16 +344,12 @@ export class HttpPodSource implements PodSource {
           buf = buf.slice(nl + 1);
           if (line === '') continue;
           try {
-            const ev = JSON.parse(line) as { type?: unknown; object?: unknown };
-            if (ev.type === 'ADDED' || ev.type === 'MODIFIED' || ev.type === 'DELETED') {
-              onEvent({ type: ev.type, pod: decodePod(ev.object) });
-            } else if (ev.type === 'BOOKMARK') {
-              const md = (ev.object as { metadata?: { resourceVersion?: unknown } } | undefined)?.metadata;
-              if (typeof md?.resourceVersion === 'string') onEvent({ type: 'BOOKMARK', resourceVersion: md.resourceVersion });
-            } else if (ev.type === 'ERROR') {
+            const ev = decodeWatchLine(line, this.name);
+            if (ev === 'error') {
               res.destroy(this.#unavailable(WorkloadErrorCode.SOURCE_HTTP_STATUS, 'watch ERROR event (resource version expired?)'));
               return;
             }
+            if (ev !== undefined) onEvent(ev);
           } catch (err) {
             res.destroy(err instanceof Error ? err : new Error(String(err)));
             return;

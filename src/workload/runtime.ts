@@ -170,6 +170,43 @@ interface DockerInspect {
   Config?: { Image?: string; Labels?: Record<string, string> | null } | null;
 }
 
+/** The `GET /containers/<id>/json` body of Docker or Podman as what the selectors need. */
+export function decodeDockerInspect(body: Uint8Array, runtime: ContainerRuntime, endpoint: string): RuntimeInspectResult {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
+  } catch (err) {
+    throw new MalformedInput(WorkloadErrorCode.SOURCE_BODY, `${endpoint}: inspect body is not JSON`, { cause: err });
+  }
+  // The body is the runtime's, but its shape is checked like any input: a wrong type is a typed refusal.
+  const bad = (what: string): never => {
+    throw new MalformedInput(WorkloadErrorCode.SOURCE_BODY, `${endpoint}: inspect body: ${what}`, { fields: { endpoint, rule: 'inspect-shape' } });
+  };
+  const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!isObj(raw)) return bad('not an object');
+  for (const key of ['Name', 'Image']) if (raw[key] !== undefined && typeof raw[key] !== 'string') bad(`${key} is not a string`);
+  const config = raw['Config'];
+  if (config !== undefined && config !== null) {
+    if (!isObj(config)) bad('Config is not an object');
+    else {
+      if (config['Image'] !== undefined && typeof config['Image'] !== 'string') bad('Config.Image is not a string');
+      const l = config['Labels'];
+      if (l !== undefined && l !== null && (!isObj(l) || Object.values(l).some((v) => typeof v !== 'string'))) bad('Config.Labels is not a map of strings');
+    }
+  }
+  const j = raw as DockerInspect;
+  const name = j.Name?.replace(/^\//, '');
+  const image = j.Config?.Image || undefined;
+  const labels = j.Config?.Labels ?? undefined;
+  return {
+    ...(name ? { name } : {}),
+    ...(image ? { image } : {}),
+    ...(j.Image ? { imageDigest: j.Image } : {}),
+    ...(labels && Object.keys(labels).length ? { labels } : {}),
+    runtime,
+  };
+}
+
 export class DockerClient implements RuntimeClient {
   readonly kind = 'docker' as const;
   readonly endpoint: string;
@@ -215,23 +252,13 @@ export class DockerClient implements RuntimeClient {
               reject(new SourceUnavailable(WorkloadErrorCode.RUNTIME_UNAVAILABLE, `${this.endpoint}: HTTP ${res.statusCode ?? 0}`, { fields: { endpoint: this.endpoint } }));
               return;
             }
-            let j: DockerInspect;
+            let out: RuntimeInspectResult;
             try {
-              j = JSON.parse(Buffer.concat(chunks).toString('utf8')) as DockerInspect;
+              out = decodeDockerInspect(Buffer.concat(chunks), this.#runtime, this.endpoint);
             } catch (err) {
-              reject(new MalformedInput(WorkloadErrorCode.SOURCE_BODY, `${this.endpoint}: inspect body is not JSON`, { cause: err }));
+              reject(err);
               return;
             }
-            const name = j.Name?.replace(/^\//, '');
-            const image = j.Config?.Image || undefined;
-            const labels = j.Config?.Labels ?? undefined;
-            const out: RuntimeInspectResult = {
-              ...(name ? { name } : {}),
-              ...(image ? { image } : {}),
-              ...(j.Image ? { imageDigest: j.Image } : {}),
-              ...(labels && Object.keys(labels).length ? { labels } : {}),
-              runtime: this.#runtime,
-            };
             this.#cache.set(containerId, out);
             resolve(out);
           });

@@ -250,3 +250,18 @@ describe('loadEkTrustStore fails closed', () => {
     }
   });
 });
+
+describe('certificates whose lazily decoded parts are broken (npm run fuzz)', () => {
+  it('a certificate with an RSA key that is not an RSAPublicKey is refused at parse time, typed', () => {
+    const bytes = new Uint8Array(readFileSync(new URL('../fuzz/crashes/tpm-ek-certificate/c14594e33e22b803.bin', import.meta.url)));
+    let thrown: unknown;
+    try {
+      parseEkCertificate(bytes);
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(MalformedInput);
+    expect((thrown as MalformedInput).code).toBe('ERR_EK_CERT_MALFORMED');
+    expect((thrown as MalformedInput).grpcCode).toBe(GrpcCode.INVALID_ARGUMENT);
+  });
+});

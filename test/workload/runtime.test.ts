@@ -62,6 +62,8 @@ beforeAll(async () => {
   };
   await listenUnix(join(dir.path, 'docker.sock'), dockerLike(DOCKER_ID, 'redis'));
   await listenUnix(join(dir.path, 'podman-1000.sock'), dockerLike(PODMAN_ID, 'pgsql'));
+  // The fuzzer's crash (test/fuzz/crashes/workload-docker-inspect): a Name that is not a string.
+  await listenUnix(join(dir.path, 'docker-bad.sock'), (_req, res) => json(res, { Name: { Image: 'nginx:1' }, Config: { Labels: { a: 1 } } }));
   emptyPods = await startHttp((_q, res) => json(res, { items: [] }));
 
   writeFakeProc(proc(), 11, { cgroup: `0::/system.slice/containerd.service/cri-containerd-${CRI_ID}.scope\n` });
@@ -132,6 +134,14 @@ describe('runtime sockets (pod_source = "none")', () => {
       const e = await a.attest(14, sig()).catch((x) => x);
       expect(e.code).toBe('ERR_WORKLOAD_RUNTIME_NOT_FOUND');
       expect(e.grpcCode).toBe(GrpcCode.DEADLINE_EXCEEDED);
+    });
+  });
+  it('an inspect body of the wrong shape: a typed INVALID_ARGUMENT, and the plugin keeps serving', async () => {
+    await withAttestor({ pod_source: 'none', docker_socket: `unix://${join(dir.path, 'docker-bad.sock')}` }, async (a) => {
+      const e = await a.attest(12, sig()).catch((x) => x);
+      expect(e.code).toBe('ERR_WORKLOAD_SOURCE_BODY');
+      expect(e.grpcCode).toBe(GrpcCode.INVALID_ARGUMENT);
+      expect(e.message).toContain('Name is not a string');
     });
   });
   it('runtime socket down: UNAVAILABLE', async () => {
