@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { parse as parseYaml } from 'yaml';
+import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { nearestKey } from '../did-you-mean.js';
 import { InvalidConfig } from '../errors.js';
@@ -175,7 +175,12 @@ export function parsePolicyFile(text: string, source = 'policy file'): MeasuredB
   let document: unknown;
   try {
     // A policy file has no use for aliases; refusing them all rules out alias expansion ("billion laughs").
-    document = parseYaml(text, { uniqueKeys: true, maxAliasCount: 0 });
+    // logLevel silent: the yaml library would print warnings (an unknown tag) as raw stderr lines, which a plugin's
+    // hclog stream must never carry; a warning is refused below instead, as a file we do not fully understand.
+    const doc = parseDocument(text, { uniqueKeys: true, logLevel: 'silent' });
+    const problem = doc.errors[0] ?? doc.warnings[0];
+    if (problem) throw problem;
+    document = doc.toJS({ maxAliasCount: 0 });
   } catch (err) {
     throw new InvalidConfig(ERR_POLICY_INVALID, `${source}: not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`, {
       cause: err,

@@ -96,7 +96,7 @@ export async function loadRevokerConfig(path: string): Promise<RevokerConfig> {
 export function parseRevokerConfig(text: string, path: string): RevokerConfig {
   let raw: unknown;
   try {
-    raw = parseYaml(text);
+    raw = parseYaml(text, { logLevel: 'error' });
   } catch (err) {
     throw new InvalidConfig('ERR_CONFIG_INVALID', `revoker: config ${path} is not YAML or JSON: ${(err as Error).message}`);
   }

@@ -712,7 +712,7 @@ function checkAkPublic(pub: Uint8Array, alg: AkAlg, handle: number): void {
 export function parsePropertiesFixed(stdout: string): TpmProperties {
   let doc: unknown;
   try {
-    doc = parseYaml(stdout);
+    doc = parseYaml(stdout, { logLevel: 'error' });
   } catch (err) {
     throw new TpmToolFailed('ERR_TPM_TOOL', 'tpm2_getcap properties-fixed: output is not YAML', { cause: err });
   }

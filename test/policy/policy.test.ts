@@ -84,6 +84,21 @@ policies:
     expect(named(laughs.join('\n')).message).toMatch(/^\/etc\/spire\/p\.yaml: not valid YAML\/JSON: .*alias/i);
   });
 
+  it('refuses a tag it does not know, without a raw warning on stderr (a plugin\'s stderr carries hclog JSON only)', async () => {
+    const warnings: unknown[] = [];
+    const onWarning = (w: unknown) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const err = expectError(() => parsePolicyFile('policies:\n  - name: a\n    secure_boot: !raw:x true\n', 'p.yaml'), InvalidConfig, 'ERR_POLICY_INVALID', GrpcCode.INVALID_ARGUMENT);
+      expect(err.message).toMatch(/^p\.yaml: not valid YAML\/JSON: Unresolved tag: !raw:x/);
+      // process warnings are delivered on a later tick
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings).toEqual([]);
+  });
+
   it('refuses kernel_cmdline patterns whose matching time can explode', () => {
     const cases: [string, boolean][] = [
       ['^/vmlinuz-[0-9.]+-generic root=UUID=[0-9a-f-]+ ro quiet splash$', true],
