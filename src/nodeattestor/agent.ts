@@ -12,7 +12,7 @@ import { parseCertificates } from '../tpm/ek.js';
 import { locateImaEntry } from '../tpm/ima/slice.js';
 import { PcrSelection } from '../tpm/pcrs.js';
 import { type AkAlg, type EkKind, parseTcti, selectEk, Tpm2Tools, type TpmDevice } from '../tpm/tools.js';
-import { decodeChallenge, encodeImaResendResponse, encodePayload, encodeResponse, isImaResend } from './wire.js';
+import { DEFAULT_IMA_CHUNK_BYTES, MAX_IMA_CHUNK_BYTES, MAX_IMA_LIST_BYTES, decodeChallenge, decodeImaResend, encodeImaResendResponse, encodePayload, encodeResponse } from './wire.js';
 
 export const DEFAULT_EVENT_LOG_PATH = '/sys/kernel/security/tpm0/binary_bios_measurements';
 const MAX_LOG_FILE_BYTES = 8 * 1024 * 1024;
@@ -55,6 +55,8 @@ export const agentConfigSchema = z.strictObject({
   event_log_path: z.string().min(1).default(DEFAULT_EVENT_LOG_PATH),
   /** Send the IMA log too, read after the quote (the server verifies it against PCR 10: docs/ima.md). */
   ima_log_path: z.string().min(1).optional(),
+  /** Largest IMA chunk per message (bytes of the list); longer lists go in chunks the server asks for. */
+  ima_chunk_bytes: z.number().int().min(4096).max(MAX_IMA_CHUNK_BYTES).default(DEFAULT_IMA_CHUNK_BYTES),
   /** Certificates to send along with the EK certificate (PEM or DER files). */
   ek_intermediates: z.array(z.string().min(1)).max(8).default([]),
   send_ek_certificate: z.boolean().default(true),
@@ -137,11 +139,25 @@ function parsePemOrDer(bytes: Uint8Array, path: string): Uint8Array[] {
  * when no offset was asked, when the list is shorter than the offset (a reboot started a new list) or when its framing
  * is not understood (the server then verifies, or refuses, the whole list).
  */
-export function imaIncrement(log: Uint8Array, offset: number | undefined): { ima_log: Uint8Array; ima_offset?: number; ima_total?: number } {
+export function imaIncrement(log: Uint8Array, offset: number | undefined, maxBytes = DEFAULT_IMA_CHUNK_BYTES): { ima_log: Uint8Array; ima_offset?: number; ima_total?: number } {
   const boundary = locateImaEntry(log, offset ?? 0);
   if (!boundary) return { ima_log: log };
-  if (offset === undefined || boundary.start === undefined) return { ima_log: log, ima_total: boundary.total };
-  return { ima_log: log.subarray(boundary.start), ima_offset: offset, ima_total: boundary.total };
+  if (boundary.start === undefined) return { ima_log: log, ima_total: boundary.total };
+  const chunk = log.subarray(boundary.start, chunkEnd(log, boundary.start, maxBytes));
+  return { ima_log: chunk, ...(offset !== undefined ? { ima_offset: offset } : {}), ima_total: boundary.total };
+}
+
+/**
+ * Where a chunk starting at `start` ends: after the last whole entry within `maxBytes`, or after one entry when the
+ * first is larger. SPIRE's server takes at most 4 MiB per agent message (grpc-go's default), so a long list goes in
+ * chunks the server asks for one by one (docs/ima.md).
+ */
+function chunkEnd(log: Uint8Array, start: number, maxBytes: number): number {
+  if (log.length - start <= maxBytes) return log.length;
+  const window = log.subarray(start, start + maxBytes);
+  const fit = locateImaEntry(window, 0)?.total ?? 0;
+  const end = fit > 0 ? locateImaEntry(window, fit)?.start : locateImaEntry(log.subarray(start), 1)?.start;
+  return end === undefined ? log.length : start + end;
 }
 
 export class TpmAgentAttestor implements AgentNodeAttestor {
@@ -247,12 +263,14 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
     return {
       payload,
       respond: async (challengeBytes) => {
-        if (isImaResend(challengeBytes)) {
-          // The server could not use the increment (another boot since its state): the whole list, read again.
+        const resend = decodeImaResend(challengeBytes);
+        if (resend) {
+          // The next chunk of a long list, or the whole list again when the server could not use the increment
+          // (another boot since its state), read again.
           if (!quoted || !state.config.ima_log_path) throw new MalformedInput('ERR_WIRE_FIELD', 'IMA resend request before a quote, or without ima_log_path');
-          const imaLog = (await this.#readLog(read, state.config.ima_log_path, 'IMA log')) ?? new Uint8Array(0);
-          const { ima_log, ima_total } = imaIncrement(imaLog, undefined);
-          return encodeImaResendResponse({ ima_log, ima_total });
+          const imaLog = (await this.#readLog(read, state.config.ima_log_path, 'IMA log', MAX_IMA_LIST_BYTES)) ?? new Uint8Array(0);
+          const { ima_log, ima_total } = imaIncrement(imaLog, resend.from, state.config.ima_chunk_bytes);
+          return encodeImaResendResponse({ ima_log, ...(resend.from ? { ima_offset: resend.from } : {}), ...(ima_total !== undefined ? { ima_total } : {}) });
         }
         const challenge = decodeChallenge(challengeBytes);
         // Validate the server's request before the TPM sees it.
@@ -270,8 +288,8 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
         quoted = true;
         // Read after the quote: entries appended meanwhile only make the log longer than PCR 10, which the server
         // handles (it verifies the quoted prefix); read before, they would make PCR 10 run ahead and fail.
-        const imaLog = state.config.ima_log_path ? await this.#readLog(read, state.config.ima_log_path, 'IMA log') : undefined;
-        return encodeResponse({ secret, attest: quote.attest, signature: quote.signature, pcr_values: quote.pcrValues, ...(imaLog ? imaIncrement(imaLog, challenge.ima_offset) : {}) });
+        const imaLog = state.config.ima_log_path ? await this.#readLog(read, state.config.ima_log_path, 'IMA log', MAX_IMA_LIST_BYTES) : undefined;
+        return encodeResponse({ secret, attest: quote.attest, signature: quote.signature, pcr_values: quote.pcrValues, ...(imaLog ? imaIncrement(imaLog, challenge.ima_offset, state.config.ima_chunk_bytes) : {}) });
       },
     };
   }
@@ -308,11 +326,11 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
     };
   }
 
-  async #readLog(read: (p: string) => Promise<Uint8Array>, path: string, what: string): Promise<Uint8Array | undefined> {
+  async #readLog(read: (p: string) => Promise<Uint8Array>, path: string, what: string, max = MAX_LOG_FILE_BYTES): Promise<Uint8Array | undefined> {
     try {
       const bytes = await read(path);
-      if (bytes.length > MAX_LOG_FILE_BYTES) {
-        throw new MalformedInput('ERR_LOG_TOO_LARGE', `${what} ${path} is ${bytes.length} bytes, more than ${MAX_LOG_FILE_BYTES}`);
+      if (bytes.length > max) {
+        throw new MalformedInput('ERR_LOG_TOO_LARGE', `${what} ${path} is ${bytes.length} bytes, more than ${max}`);
       }
       return bytes;
     } catch (err) {

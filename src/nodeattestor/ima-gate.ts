@@ -22,7 +22,8 @@ import type { Logger } from '../plugin/types.js';
 import { evaluateRuntimePolicy, parseRuntimePolicy, publicKeyFromPem, runtimePolicyViolation, type RuntimePolicy } from '../policy/runtime-policy.js';
 import { IMA_PCR, ImaKeyring, parseImaLog, verifyImaAgainstPcr, type ImaBankValues, type ImaEntry, type ImaHashName } from '../tpm/ima/index.js';
 import { ImaStateStore, type NodeImaState } from './ima-state.js';
-import { decodeImaResendResponse, encodeImaResend } from './wire.js';
+import { MAX_IMA_LIST_BYTES, decodeImaResendResponse, encodeImaResend } from './wire.js';
+import { locateImaEntry } from '../tpm/ima/slice.js';
 import type { PcrSelection } from '../tpm/pcrs.js';
 import type { QuotedPcrs } from '../tpm/quote.js';
 
@@ -166,8 +167,9 @@ interface VerifiedList {
  * start. A violation keeps the state where it was: the violating entry is judged again (and refused again) at every
  * attestation.
  */
-export async function checkNodeIma(gate: ImaGate, offer: ImaOffer, evidence: NodeImaEvidence, quoted: QuotedPcrs, ctx: NodeImaContext): Promise<string[]> {
+export async function checkNodeIma(gate: ImaGate, offer: ImaOffer, sent: NodeImaEvidence, quoted: QuotedPcrs, ctx: NodeImaContext): Promise<string[]> {
   const { node, agentId, audit } = ctx;
+  let evidence = sent;
   if (!evidence.log) {
     if (!gate.policy) return [];
     throw new AttestationRefused('ERR_IMA_LOG_MISSING', `node ${node}: no IMA log was sent and runtime policy "${gate.policy.name}" is set`, {
@@ -185,6 +187,7 @@ export async function checkNodeIma(gate: ImaGate, offer: ImaOffer, evidence: Nod
 
   let result: VerifiedList;
   let total = evidence.total;
+  evidence = await gatherChunks(evidence, ctx);
   try {
     if (base && (base.resetCount !== quoted.clockInfo.resetCount || base.restartCount !== quoted.clockInfo.restartCount)) {
       throw new StaleIncrement(
@@ -197,10 +200,12 @@ export async function checkNodeIma(gate: ImaGate, offer: ImaOffer, evidence: Nod
     await gate.state.drop(agentId, err.message);
     audit['ima_resend'] = err.message;
     const full = decodeImaResendResponse(await ctx.resend(encodeImaResend()));
+    if ((full.ima_offset ?? 0) !== 0) throw new MalformedInput('ERR_WIRE_FIELD', `IMA resend response: field "ima_offset": ${full.ima_offset}, but the whole list (from 0) was asked for`);
     total = full.ima_total;
     audit['ima_total'] = total;
+    const gathered = await gatherChunks({ log: full.ima_log, offset: 0, total }, ctx);
     try {
-      result = verifyList(gate, undefined, { log: full.ima_log, offset: 0, total }, pcr10, node, audit);
+      result = verifyList(gate, undefined, gathered, pcr10, node, audit);
     } catch (again) {
       if (again instanceof AttestationRefused) {
         throw new AttestationRefused(again.code, `${again.message} (the whole list, resent because ${err.message})`, { fields: again.fields, cause: again });
@@ -225,6 +230,50 @@ export async function checkNodeIma(gate: ImaGate, offer: ImaOffer, evidence: Nod
   const selectors = [`ima:entries:${result.total}`];
   if (gate.policy) selectors.push(`ima:policy:${gate.policy.name}`);
   return selectors;
+}
+
+/** Most chunks one attestation asks for (with MAX_IMA_LIST_BYTES, this also bounds the time an agent can hold a stream). */
+export const MAX_IMA_CHUNKS = 64;
+
+/**
+ * A list longer than one message (ima_total past the entries sent) is fetched chunk by chunk on the same stream, each
+ * within nonce_ttl, up to MAX_IMA_LIST_BYTES and MAX_IMA_CHUNKS; the chunks are then verified as one list. Only the
+ * framing is read here (to know where the next chunk starts): verifyList parses and judges every byte.
+ */
+async function gatherChunks(first: NodeImaEvidence, ctx: NodeImaContext): Promise<NodeImaEvidence> {
+  if (!first.log || first.total === undefined) return first;
+  const count = (b: Uint8Array): number | undefined => locateImaEntry(b, 0)?.total;
+  let have = count(first.log);
+  if (have === undefined) return first; // framing the walker does not know: verifyList reports it
+  have += first.offset;
+  if (have >= first.total) return first;
+  const chunks = [first.log];
+  let bytes = first.log.length;
+  for (let round = 1; have < first.total; round++) {
+    if (round > MAX_IMA_CHUNKS) {
+      throw new MalformedInput('ERR_IMA_LOG_TOO_LARGE', `node ${ctx.node}: IMA list of ${first.total} entries needs more than ${MAX_IMA_CHUNKS} chunks (${have} entries received)`);
+    }
+    const r = decodeImaResendResponse(await ctx.resend(encodeImaResend(have)));
+    if ((r.ima_offset ?? 0) !== have) {
+      throw new MalformedInput('ERR_WIRE_FIELD', `IMA chunk ${round}: field "ima_offset": ${r.ima_offset ?? 0}, but entries from ${have} were asked for`);
+    }
+    const n = count(r.ima_log);
+    if (!n) throw new MalformedInput('ERR_WIRE_FIELD', `IMA chunk ${round} (from entry ${have}): no complete entry, though ima_total said ${first.total}`);
+    bytes += r.ima_log.length;
+    if (bytes > MAX_IMA_LIST_BYTES) {
+      throw new MalformedInput('ERR_IMA_LOG_TOO_LARGE', `node ${ctx.node}: IMA list larger than ${MAX_IMA_LIST_BYTES} bytes (${have} entries received)`);
+    }
+    chunks.push(r.ima_log);
+    have += n;
+  }
+  ctx.audit['ima_chunks'] = chunks.length;
+  const log = new Uint8Array(bytes);
+  let at = 0;
+  for (const c of chunks) {
+    log.set(c, at);
+    at += c.length;
+  }
+  return { log, offset: first.offset, total: have };
 }
 
 /** Replays `evidence` (from `base`, or from zeros) to the quoted PCR 10 and judges the new entries by the policy. */

@@ -11,6 +11,14 @@ export const WIRE_VERSION = 1;
 /** Event logs are typically < 100 KiB; IMA logs can reach megabytes. */
 export const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 export const MAX_CHALLENGE_BYTES = 64 * 1024;
+/**
+ * SPIRE's server reads at most 4 MiB per agent message (grpc-go's default receive size; SPIRE does not raise it), so
+ * IMA lists travel in chunks of at most this many bytes (base64 in JSON: 2.5 MiB becomes 3.4 MiB).
+ */
+export const MAX_IMA_CHUNK_BYTES = 2.5 * 1024 * 1024;
+export const DEFAULT_IMA_CHUNK_BYTES = 2 * 1024 * 1024;
+/** Largest IMA list one attestation gathers (all chunks): about 550,000 ima-ng entries. */
+export const MAX_IMA_LIST_BYTES = 64 * 1024 * 1024;
 /** Quote parts are small; the IMA log read after the quote (base64, up to 8 MiB raw) dominates. */
 export const MAX_RESPONSE_BYTES = 64 * 1024 + 12 * 1024 * 1024;
 /** Deepest nesting any message has (payload → tpm → field), with one level of slack. */
@@ -79,11 +87,15 @@ const responseSchema = z.strictObject({
 const imaResendSchema = z.strictObject({
   v: z.literal(WIRE_VERSION),
   ima_resend: z.literal(true),
+  /** First entry wanted (absent: 0, the whole list). Also how the server asks for the next chunk of a long list. */
+  from: z.number().int().min(1).max(MAX_IMA_ENTRIES).optional(),
 });
 
 const imaResendResponseSchema = z.strictObject({
   v: z.literal(WIRE_VERSION),
   ima_log: b64(8 * 1024 * 1024),
+  /** Index of the first entry in ima_log: the request's `from` (absent: 0). */
+  ima_offset: z.number().int().min(0).max(MAX_IMA_ENTRIES).optional(),
   ima_total: z.number().int().min(0).max(MAX_IMA_ENTRIES).optional(),
 });
 
@@ -163,15 +175,16 @@ export const encodeChallenge = (c: Loose<Omit<AttestationChallenge, 'v'>>) => en
 export const decodeChallenge = (b: Uint8Array) => decode('challenge', challengeSchema, b, MAX_CHALLENGE_BYTES);
 export const encodeResponse = (r: Loose<Omit<ChallengeResponse, 'v'>>) => encode({ v: WIRE_VERSION, ...r });
 export const decodeResponse = (b: Uint8Array) => decode('challenge response', responseSchema, b, MAX_RESPONSE_BYTES);
-export const encodeImaResend = () => encode({ v: WIRE_VERSION, ima_resend: true });
-/** True for the server's request to resend the whole IMA list (anything else is decoded as a challenge). */
-export const isImaResend = (b: Uint8Array): boolean => {
+export const encodeImaResend = (from?: number) => encode({ v: WIRE_VERSION, ima_resend: true, ...(from ? { from } : {}) });
+/** The server's request for IMA entries from `from` (0: the whole list), or undefined for anything else (a challenge). */
+export const decodeImaResend = (b: Uint8Array): { from: number } | undefined => {
   try {
-    decode('IMA resend request', imaResendSchema, b, MAX_CHALLENGE_BYTES);
-    return true;
+    return { from: decode('IMA resend request', imaResendSchema, b, MAX_CHALLENGE_BYTES).from ?? 0 };
   } catch {
-    return false;
+    return undefined;
   }
 };
+/** True for the server's request to resend IMA entries (anything else is decoded as a challenge). */
+export const isImaResend = (b: Uint8Array): boolean => decodeImaResend(b) !== undefined;
 export const encodeImaResendResponse = (r: Loose<Omit<ImaResendResponse, 'v'>>) => encode({ v: WIRE_VERSION, ...r });
 export const decodeImaResendResponse = (b: Uint8Array) => decode('IMA resend response', imaResendResponseSchema, b, MAX_RESPONSE_BYTES);

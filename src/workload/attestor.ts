@@ -9,14 +9,14 @@
  * source. The start time is read again at the end: a different value means the PID was reused while we
  * looked, and the answer is refused (PreconditionFailed `ERR_WORKLOAD_PID_REUSED`).
  */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Cancelled, InvalidConfig, NotConfigured, PreconditionFailed } from '../errors.js';
 import { DecisionEvents } from '../nodeattestor/event-sinks.js';
 import type { CoreConfig, PluginContext, WorkloadAttestor } from '../plugin/types.js';
 import { autoCandidates, buildSource, DeferredAutoSource, kubernetesApiSource, probeSources } from './auto.js';
 import { NamespaceLabelIndex, namespaceLabelSelectors } from './namespace-labels.js';
-import { CgroupMatchers, locateContainer, podmanSocketFor, type Located } from './cgroup.js';
+import { CgroupMatchers, ContainerId, locateContainer, podmanSocketFor, type Located } from './cgroup.js';
 import { parseConfig, type WorkloadConfig } from './config.js';
 import { WorkloadErrorCode } from './errors.js';
 import { WorkloadIma } from './ima.js';
@@ -40,9 +40,13 @@ interface State {
   /** Container-level IMA (ima_* keys), and where its violations go. */
   readonly ima: WorkloadIma | undefined;
   readonly events: DecisionEvents | undefined;
+  /** The kind node container this agent runs in, if any: the only outer container a nested pod path may name. */
+  readonly kindNode: ContainerId | undefined;
 }
 
 export interface EdgeWorkloadAttestorOptions {
+  /** The agent's own /proc/self/cgroup text (tests inject one); default: read at Configure. */
+  readonly selfCgroup?: string;
   /** Environment for NODE_NAME / in-cluster defaults (tests inject one). */
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** Per-source probe timeout for `pod_source = "auto"`. */
@@ -141,7 +145,7 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     }
 
     const old = this.#state;
-    this.#state = { config, procfs, matchers, index, nsLabels, cri, docker, podman: new Map(), ima, events };
+    this.#state = { config, procfs, matchers, index, nsLabels, cri, docker, podman: new Map(), ima, events, kindNode: this.#ownKindNode() };
     if (old) EdgeWorkloadAttestor.#release(old);
     events?.start();
     log.info('workload attestor configured', {
@@ -198,6 +202,24 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
     return this.#state?.index?.status();
   }
 
+  /** The container this agent itself runs in, as the kind node: outer container of its own pod path, or its container. */
+  #ownKindNode(): ContainerId | undefined {
+    let text = this.#opts.selfCgroup;
+    if (text === undefined) {
+      try {
+        text = readFileSync('/proc/self/cgroup', 'utf8');
+      } catch {
+        return undefined;
+      }
+    }
+    try {
+      const own = locateContainer({ cgroup: text, mountinfo: () => undefined }, {});
+      return own?.outerContainerId ?? (own && !own.podUid ? own.containerId : undefined);
+    } catch {
+      return undefined; // an agent whose own cgroups are ambiguous trusts no nesting
+    }
+  }
+
   async attest(pid: number, signal: AbortSignal): Promise<string[]> {
     const s = this.#state;
     if (!s) throw new NotConfigured(WorkloadErrorCode.NOT_CONFIGURED, 'workload attestor is not configured');
@@ -220,6 +242,15 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
         cgroup_path: located?.path,
         via: located?.via,
       });
+    }
+    if (located?.outerContainerId && !(s.kindNode && located.outerContainerId.equals(s.kindNode))) {
+      // kind's shape (a node container above the kubelet's kubepods tree) is legitimate only on the kind node this
+      // agent runs in; anywhere else it is a container that built a pod path below its own cgroup (F3).
+      throw new PreconditionFailed(
+        WorkloadErrorCode.NESTED_CGROUP,
+        `pid ${pid}: cgroup path ${located.path.slice(0, 512)} nests a pod inside container ${located.outerContainerId}, but this agent does not run in that (kind node) container (${s.kindNode ? `its own is ${s.kindNode}` : 'it runs in none'})`,
+        { fields: { pid, rule: 'kind-node-is-own', outer_container_id: located.outerContainerId.toString() } },
+      );
     }
     if (!located) {
       this.#checkSame(procfs, pid, before);

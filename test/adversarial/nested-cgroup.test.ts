@@ -37,6 +37,8 @@ const children: ChildProcess[] = [];
 const createdDirs: string[] = [];
 let edged: TestServer;
 let plugin: PluginHarness;
+/** The same binary running inside the kind node container (as an agent on a kind node does). */
+let kindPlugin: PluginHarness;
 
 function cgroupProblem(): string | undefined {
   if (process.getuid?.() !== 0) return 'not running as root';
@@ -98,12 +100,18 @@ beforeAll(async () => {
   plugin = await PluginHarness.launch({ binary: builtPlugin('edge-workload'), type: 'WorkloadAttestor' });
   await plugin.init([]);
   await plugin.configure(`pod_source = "edged"\nedged_port = ${edged.port}\nmiss_retry_deadline = "1s"`);
+  kindPlugin = await PluginHarness.launch({ binary: builtPlugin('edge-workload'), type: 'WorkloadAttestor' });
+  // Moved into the kind node container's cgroup before Configure, where it reads its own /proc/self/cgroup.
+  writeFileSync(join(mkdirTracked(V1, `/docker/${kindNode}/system.slice/spire-agent.service`), 'cgroup.procs'), String(kindPlugin.child.pid));
+  await kindPlugin.init([]);
+  await kindPlugin.configure(`pod_source = "edged"\nedged_port = ${edged.port}\nmiss_retry_deadline = "1s"`);
 }, 60_000);
 
 afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
   await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
   await plugin?.unload();
+  await kindPlugin?.unload();
   await edged?.close();
   for (const d of createdDirs.reverse()) {
     for (let i = 0; i < 50 && existsSync(d); i++) {
@@ -118,10 +126,10 @@ afterAll(async () => {
   if (left.length) throw new Error(`cgroups left behind: ${left.join(', ')}`);
 });
 
-const attest = (pid: number): Promise<{ selector_values?: string[] }> => plugin.unary(ServiceNames.workloadAttestor, 'Attest', { pid });
+const attest = (pid: number, via = plugin): Promise<{ selector_values?: string[] }> => via.unary(ServiceNames.workloadAttestor, 'Attest', { pid });
 
-async function refusal(pid: number): Promise<grpc.ServiceError> {
-  const outcome = await attest(pid).then(
+async function refusal(pid: number, via = plugin): Promise<grpc.ServiceError> {
+  const outcome = await attest(pid, via).then(
     (r) => ({ admitted: r.selector_values ?? [] }),
     (e: grpc.ServiceError) => e,
   );
@@ -156,11 +164,22 @@ describe('F3: a nested cgroup cannot borrow another pod\'s identity', () => {
     expect(err.details).toMatch(/has 2 container segments outside the kind node-container shape/);
   });
 
-  it('kind\'s real nesting (node container above the kubepods tree) still attests, to the inner container', async () => {
+  it('kind\'s real nesting (node container above the kubepods tree) still attests, to the inner container, on that kind node', async () => {
     const pid = await processIn({ v1: `/docker/${kindNode}${v1Of(podA)}` });
-    const sel = (await attest(pid)).selector_values ?? [];
+    const sel = (await attest(pid, kindPlugin)).selector_values ?? [];
     expect(sel).toEqual(expect.arrayContaining([`pod-uid:${podA.uid}`, `container-id:${podA.cid}`]));
     expect(sel).not.toContain(`container-id:${kindNode}`);
+  });
+
+  it('the kind shape under any other container (a plain container building a pod path below its own): FAILED_PRECONDITION', async () => {
+    // A root process in an ordinary Docker container, on a host agent or on another kind node.
+    const rogue = hex64();
+    const pid = await processIn({ v1: `/docker/${rogue}${v1Of(podB)}` });
+    for (const via of [plugin, kindPlugin]) {
+      const err = await refusal(pid, via);
+      expect(err.code).toBe(grpc.status.FAILED_PRECONDITION);
+      expect(err.details).toMatch(new RegExp(`nests a pod inside container ${rogue}, but this agent does not run in that \\(kind node\\) container`));
+    }
   });
 });
 
@@ -174,6 +193,6 @@ describe('F10: a pod line and a pod-less line naming different containers fail c
 
   it('kind: a pod-less line naming the node container agrees with the pod line', async () => {
     const pid = await processIn({ v1: `/docker/${kindNode}${v1Of(podA)}`, v2: `/docker/${kindNode}` });
-    expect((await attest(pid)).selector_values ?? []).toContain(`pod-uid:${podA.uid}`);
+    expect((await attest(pid, kindPlugin)).selector_values ?? []).toContain(`pod-uid:${podA.uid}`);
   });
 });

@@ -16,7 +16,7 @@ import { PluginHarness } from '../helpers/plugin-harness.js';
 import { relayAttestation, type RelayResult } from '../helpers/spire-relay.js';
 import { extendPcrs, startSwtpm, tpm2, type SwtpmHandle } from '../helpers/swtpm.js';
 import { imaDigest, type ImaEntry } from '../../src/tpm/ima/index.js';
-import { decodeChallenge, decodeImaResendResponse, decodeResponse, encodeResponse, isImaResend } from '../../src/nodeattestor/wire.js';
+import { decodeChallenge, decodeImaResend, decodeImaResendResponse, decodeResponse, encodeResponse, isImaResend } from '../../src/nodeattestor/wire.js';
 import { fileDigest, synthEntries, toBinaryList, type SynthEntry } from '../tpm/ima/synth.js';
 
 const BOOT_LOG = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
@@ -61,14 +61,14 @@ class Node {
     readonly agent: PluginHarness,
   ) {}
 
-  static async start(name: string): Promise<Node> {
+  static async start(name: string, agentSettings: Record<string, unknown> = {}): Promise<Node> {
     const tpm = await startSwtpm();
     tpms.push(tpm);
     await simulateMeasuredBoot(tpm.tcti, new Uint8Array(readFileSync(BOOT_LOG)));
     writeFileSync(join(work, 'ca.pem'), `${tpm.rootCaPem}\n${tpm.intermediateCaPem}`);
     const imaPath = join(work, `${name}.ima`);
     writeFileSync(imaPath, '');
-    const agent = await plugin('tpm-agent', { tpm_tcti: tpm.tcti, ek_kind: 'rsa', event_log_path: join(work, 'bios.bin'), ima_log_path: imaPath });
+    const agent = await plugin('tpm-agent', { tpm_tcti: tpm.tcti, ek_kind: 'rsa', event_log_path: join(work, 'bios.bin'), ima_log_path: imaPath, ...agentSettings });
     const node = new Node(tpm, imaPath, agent);
     await node.measure([{ template: 'ima-ng', path: 'boot_aggregate', digest: new Uint8Array(32), digestAlg: 'sha256' }]);
     return node;
@@ -110,6 +110,21 @@ interface Exchange {
   /** The whole list the agent resent in a second round, when the server asked for it. */
   resent: { total: number | undefined; bytes: Buffer } | undefined;
   selectors: string[];
+}
+
+/** Complete binary entries in a chunk (the test's own framing walk: pcr, sha1 digest, name, data). */
+function synthCount(bytes: Uint8Array): number {
+  const b = Buffer.from(bytes);
+  let at = 0;
+  let n = 0;
+  while (at < b.length) {
+    const nameLen = b.readUInt32LE(at + 24);
+    const dataLen = b.readUInt32LE(at + 28 + nameLen);
+    at += 28 + nameLen + 4 + dataLen;
+    n++;
+  }
+  expect(at).toBe(b.length);
+  return n;
 }
 
 function exchange(result: RelayResult): Exchange {
@@ -178,6 +193,42 @@ describe('incremental IMA re-attestation by entry offset', () => {
     expect(idle).toMatchObject({ offered: 15, sentOffset: 15, sentTotal: 15 });
     expect(idle.sentBytes.length).toBe(0);
     expect(idle.selectors).toContain('ima:entries:15');
+  });
+
+  it('a list longer than one message goes in chunks the server asks for, each within ima_chunk_bytes; a violation deep in it is named', async () => {
+    // SPIRE's server reads at most 4 MiB per agent message; the agent's chunk size stands in for that limit here.
+    const node = await Node.start('chunks', { ima_chunk_bytes: 4096 });
+    const server = await plugin('tpm-server', serverSettings());
+    await node.measureAllowed(599);
+    const result = await relayAttestation(node.agent, server);
+    const first = decodeResponse(result.responses[0]!);
+    expect(first.ima_total).toBe(600);
+    expect(first.ima_log!.length).toBeLessThanOrEqual(4096);
+    const requests = result.challenges.slice(1).map((c) => decodeImaResend(c));
+    const chunks = result.responses.slice(1).map((r) => decodeImaResendResponse(r));
+    expect(chunks.length).toBeGreaterThan(5);
+    // Each request asks for the entries after those received, and each chunk starts there.
+    let expected = 0;
+    const counts = [first, ...chunks].map((c) => synthCount(c.ima_log!));
+    for (let i = 0; i < chunks.length; i++) {
+      expected += counts[i]!;
+      expect(requests[i]).toEqual({ from: expected });
+      expect(chunks[i]!.ima_offset).toBe(expected);
+      expect(chunks[i]!.ima_log.length).toBeLessThanOrEqual(4096);
+    }
+    expect(Buffer.concat([first.ima_log!, ...chunks.map((c) => c.ima_log)])).toEqual(toBinaryList(node.list));
+    expect(result.attributes.selector_values).toEqual(expect.arrayContaining(['ima:entries:600', 'ima:policy:edge-runtime']));
+
+    // The next attestation sends only the increment, in one message.
+    await node.measureAllowed(3);
+    const again = await attest(node, server);
+    expect(again).toMatchObject({ offered: 600, sentOffset: 600, sentTotal: 603, resent: undefined });
+
+    // A fresh server (no state) gathers the whole list again, and a violation in a late chunk is named by its entry.
+    await node.measureAllowed(200);
+    await node.measure([{ template: 'ima-ng', path: '/usr/bin/f5', content: 'f5 TAMPERED', digestAlg: 'sha256' }]);
+    const fresh = await plugin('tpm-server', serverSettings());
+    await refused(node, fresh, /IMA entry 803 "\/usr\/bin\/f5" \(sha256:[0-9a-f]{64}\).*\[rule digest-not-allowed\]/);
   });
 
   it('a violating new entry is refused at re-attestation naming the entry, and stays refused', async () => {
