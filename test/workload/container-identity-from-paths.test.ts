@@ -111,6 +111,39 @@ describe('the runtime comes from what the path names', () => {
   });
 });
 
+describe('nesting shapes around monitor scopes and kind', () => {
+  const nested = (path: string, message: RegExp) => {
+    const e = thrown(() => parseCgroupPath(path));
+    expect(e).toBeInstanceOf(PreconditionFailed);
+    expect(e.code).toBe(WorkloadErrorCode.NESTED_CGROUP);
+    expect(e.message).toMatch(message);
+  };
+  it('a container below a monitor scope is not kind: refused', () => {
+    nested(`/machine.slice/libpod-conmon-${ID}.scope/${ID2}`, /has 2 container segments outside the kind node-container shape/);
+    nested(`/crio-conmon-${ID}.scope/kubepods/besteffort/pod${UID}/${ID2}`, /outside the kind node-container shape/);
+  });
+  it('two monitor scopes identify nothing (and do not crash)', () => {
+    expect(parseCgroupPath(`/crio-conmon-${ID}.scope/crio-conmon-${ID2}.scope`)).toBeUndefined();
+    expect(parseCgroupPath(`/crio-conmon-${ID}.scope/crio-conmon-${ID}.scope`)).toBeUndefined();
+  });
+  it('kind needs a kubepods segment between the node container and the pod, as a whole word', () => {
+    expect(parseCgroupPath(`/docker/${ID2}/kubepods/pod${UID}/${ID}`)?.outerContainerId?.toString()).toBe(ID2);
+    expect(parseCgroupPath(`/docker/${ID2}/kubelet-kubepods.slice/kubepods-pod${UID_}.slice/cri-containerd-${ID}.scope`)?.outerContainerId?.toString()).toBe(ID2);
+    nested(`/docker/${ID2}/xkubepods/pod${UID}/${ID}`, /outside the kind node-container shape/);
+    nested(`/docker/${ID2}/kubepodsx/pod${UID}/${ID}`, /outside the kind node-container shape/);
+    nested(`/docker/${ID2}/pod${UID}/kubepods/${ID}`, /outside the kind node-container shape/);
+  });
+  it('the refusal says which shape was wrong', () => {
+    nested(`/docker/${ID2}/kubepods/${ID}/pod${UID}`, /has 2 container segments outside the kind node-container shape/);
+    nested(`/kubepods/${ID}/pod${UID}`, /has a pod segment below its container/);
+    nested(`/kubepods/pod${UID}/pod${UID}/${ID}`, /has 2 pod segments/);
+  });
+  it('an ECS ID in a relative path (as the kubelet locator may get one) is found', () => {
+    const task = 'c'.repeat(32);
+    expect(idOf(`ecs/${task}/${task}-9`)).toBe(`${task}-9`);
+  });
+});
+
 describe('the kubelet locator (SPIRE k8s semantics)', () => {
   it('needs a pod UID, except CRI-O; takes a whole N:controllers:path line', () => {
     expect(parseKubeletCgroupPath(`11:pids:/kubepods/besteffort/pod${UID}/${ID}`)?.podUid?.toString()).toBe(UID);
