@@ -120,7 +120,7 @@ describe('a rule on an unknown fact, or with nothing to check, fails closed', ()
 
   it('boot_loader grub: a node with no GRUB measurement fails', () => {
     const grub = policy({ boot_loader: 'grub' });
-    expect(checkPolicy(grub, noKernel.facts, noKernel.verified).map((v) => [v.rule, v.observed])).toEqual([['boot_loader', 'no GRUB measurements found']]);
+    expect(checkPolicy(grub, noKernel.facts, noKernel.verified).map((v) => [v.rule, v.observed, v.fields.expected])).toEqual([['boot_loader', 'no GRUB measurements found', 'grub']]);
     expect(checkPolicy(grub, golden.facts, golden.verified)).toEqual([]);
   });
 
@@ -245,7 +245,9 @@ describe('evaluation and enforcement', () => {
 
   it('an unknown policy name, or no policy at all, is a violation, never a pass', () => {
     const e = expectError(() => enforcePolicy(policies, off.facts, off.verified, 'missing'), AttestationRefused, ERR_POLICY_VIOLATION, GrpcCode.PERMISSION_DENIED);
-    expect(e.fields).toEqual({ policy: 'missing', rule: 'policy', observed: 'no such policy' });
+    // The code is what audit logs and alerts key on; a violation with nothing expected carries no `expected` field.
+    expect(e.code).toBe('ERR_POLICY_VIOLATION');
+    expect(e.fields).toStrictEqual({ policy: 'missing', rule: 'policy', observed: 'no such policy' });
     expect(e.message).toBe('policy "missing": policy: observed no such policy');
     expect(() => enforcePolicy([], off.facts, off.verified)).toThrow(expect.objectContaining({ policy: '(none)', rule: 'policy' }));
   });
