@@ -53,9 +53,16 @@ describe('an ID or a pod UID counts only as a whole token', () => {
     expect(parseCgroupPath(`/kubepods/besteffort/pod${UID.toUpperCase()}/${ID}`)?.podUid?.toString()).toBe(UID);
   });
   it('the value types refuse anything else, including non-strings, and compare by value', () => {
-    for (const bad of [123, undefined, `${UID}x`, `x${UID}`]) expect(thrown(() => PodUid.parse(bad as string))).toBeInstanceOf(MalformedInput);
-    for (const bad of [123, undefined, `${ID}0`, `0${ID}`, `${'a'.repeat(32)}-`, `${'a'.repeat(32)}-12345678901`]) {
-      expect(thrown(() => ContainerId.parse(bad as string))).toBeInstanceOf(MalformedInput);
+    // An object that prints as a valid value is still not one (the parsers never coerce).
+    for (const bad of [123, undefined, { toString: () => UID }, `${UID}x`, `x${UID}`]) {
+      const e = thrown(() => PodUid.parse(bad as string));
+      expect(e).toBeInstanceOf(MalformedInput);
+      expect([e.code, e.message, e.fields.rule]).toEqual([WorkloadErrorCode.POD_UID_INVALID, 'pod UID must be 8-4-4-4-12 hex digits', 'pod-uid-format']);
+    }
+    for (const bad of [123, undefined, { toString: () => ID }, `${ID}0`, `0${ID}`, `${'a'.repeat(32)}-`, `x${'a'.repeat(32)}-1`, `${'a'.repeat(32)}-12345678901`]) {
+      const e = thrown(() => ContainerId.parse(bad as string));
+      expect(e).toBeInstanceOf(MalformedInput);
+      expect([e.code, e.message, e.fields.rule]).toEqual([WorkloadErrorCode.CONTAINER_ID_INVALID, 'container ID must be 64 hex digits', 'container-id-format']);
     }
     expect(ContainerId.parse(`${'A'.repeat(32)}-7`).toString()).toBe(`${'a'.repeat(32)}-7`);
     expect(ContainerId.parse(ID).equals(ContainerId.parse(ID2))).toBe(false);
@@ -83,8 +90,8 @@ describe('the runtime comes from what the path names', () => {
     expect(r?.containerId.toString()).toBe(ID);
     expect(r?.runtime).toBe(runtime);
   });
-  it('a path that names no runtime gets none', () => {
-    for (const path of [`/kubepods/besteffort/pod${UID}/${ID}`, `/system.slice/other-${ID}.scope`, `/${ID}`, `/somewhere/${ID}`]) {
+  it('a path that names no runtime right before the ID gets none', () => {
+    for (const path of [`/kubepods/besteffort/pod${UID}/${ID}`, `/system.slice/other-${ID}.scope`, `/system.slice/docker-old-${ID}.scope`, `/${ID}`, `/somewhere/${ID}`]) {
       const r = parseCgroupPath(path);
       expect(r?.containerId.toString(), path).toBe(ID);
       expect(r && 'runtime' in r, path).toBe(false);
@@ -108,6 +115,7 @@ describe('the runtime comes from what the path names', () => {
     expect(idOf(`/other/${task}/${task}-1234`)).toBeUndefined();
     expect(idOf(`/ecs/${task.slice(1)}/${task.slice(1)}-1234`)).toBeUndefined();
     expect(idOf(`/${task}-1234`)).toBeUndefined();
+    expect(idOf(`/ecs/${task}/${task}-x`)).toBeUndefined();
   });
 });
 
@@ -132,6 +140,20 @@ describe('nesting shapes around monitor scopes and kind', () => {
     nested(`/docker/${ID2}/xkubepods/pod${UID}/${ID}`, /outside the kind node-container shape/);
     nested(`/docker/${ID2}/kubepodsx/pod${UID}/${ID}`, /outside the kind node-container shape/);
     nested(`/docker/${ID2}/pod${UID}/kubepods/${ID}`, /outside the kind node-container shape/);
+  });
+  it('the kubepods tree must lie between the node container and the pod, not above the node container', () => {
+    nested(`/kubepods/${ID2}/pod${UID}/${ID}`, /outside the kind node-container shape/);
+    nested(`/kubepods/docker/${ID2}/pod${UID}/${ID}`, /outside the kind node-container shape/);
+  });
+  it('a pod UID and a container ID in one segment: the pod is not above the container, refused', () => {
+    nested(`/kubepods/pod${UID}-${ID}`, /has a pod segment below its container/);
+    nested(`/docker/${ID2}/kubepods/pod${UID}-${ID}`, /has a pod segment below its container/);
+  });
+  it('the refusal quotes at most 512 characters of the path and names the rule', () => {
+    const long = `/${'x'.repeat(600)}/kubepods/pod${UID}/pod${UID}/${ID}`;
+    const e = thrown(() => parseCgroupPath(long));
+    expect(e.message).toBe(`cgroup path ${JSON.stringify(long.slice(0, 512))} has 2 pod segments: a nested cgroup cannot be told from an impersonation`);
+    expect(e.fields).toEqual({ rule: 'single-pod-and-container-segment' });
   });
   it('the refusal says which shape was wrong', () => {
     nested(`/docker/${ID2}/kubepods/${ID}/pod${UID}`, /has 2 container segments outside the kind node-container shape/);
@@ -165,10 +187,11 @@ describe('a malformed cgroup file is refused, naming the line', () => {
       expect(e).toBeInstanceOf(MalformedInput);
       expect(e.code).toBe(WorkloadErrorCode.CGROUP_MALFORMED);
       expect(e.message).toBe(`invalid cgroup entry on line ${line}: expected hierarchy-ID:controller-list:path`);
-      expect(e.fields.line).toBe(line);
+      expect(e.fields).toEqual({ line, rule: 'three-colon-fields' });
     }
   });
   it('fields are split on the first two colons; blank lines and surrounding space are skipped', () => {
+    expect(parseCgroupFile(':cpu:/x')).toEqual([{ hierarchyId: '', controllers: 'cpu', groupPath: '/x' }]);
     expect(parseCgroupFile('  12:pids,cpu:/a:b:c  \n\n0::/\n')).toEqual([
       { hierarchyId: '12', controllers: 'pids,cpu', groupPath: '/a:b:c' },
       { hierarchyId: '0', controllers: '', groupPath: '/' },
@@ -206,6 +229,14 @@ describe('merging lines', () => {
     const e = thrown(() => mergeMatches([pod, { ...pod, containerId: ContainerId.parse(ID2) }]));
     expect(e.code).toBe(WorkloadErrorCode.MULTIPLE_CONTAINER_IDS);
   });
+  it("kind: a pod-less line may name the pod line's node container, but no third container", () => {
+    const kind = parseCgroupPath(`/docker/${ID2}/kubepods/pod${UID}/${ID}`)!;
+    expect(mergeMatches([kind, { containerId: ContainerId.parse(ID2) }])).toBe(kind);
+    const third = 'f'.repeat(64);
+    const e = thrown(() => mergeMatches([kind, { containerId: ContainerId.parse(third) }]));
+    expect(e.code).toBe(WorkloadErrorCode.MULTIPLE_CONTAINER_IDS);
+    expect(e.message).toBe(`multiple container IDs found in cgroups (${ID} in pod ${UID}, ${third} without a pod)`);
+  });
   it('two pod UIDs are refused, naming both', () => {
     const other = '00000000-1111-2222-3333-444444444444';
     const e = thrown(() => mergeMatches([pod, { containerId: ContainerId.parse(ID), podUid: PodUid.parse(other) }]));
@@ -232,6 +263,9 @@ describe('mount roots (the guarded mountinfo fallback)', () => {
       expect(e.code).toBe(WorkloadErrorCode.MOUNTINFO_MALFORMED);
       expect(e.message).toBe(`invalid mountinfo entry on line ${n}`);
     }
+  });
+  it('surrounding whitespace does not shift the fields', () => {
+    expect(parseMountinfo(`  ${line('/a')}  \n`)).toEqual([{ root: '/a', mountPoint: '/sys/fs/cgroup', fsType: 'cgroup2' }]);
   });
   it('only cgroup and cgroup2 mounts with a root other than / count', () => {
     const root = `/kubepods/besteffort/pod${UID}/${ID}`;
@@ -278,6 +312,7 @@ describe('configured matchers (SPIRE container_id_cgroup_matchers)', () => {
       expect(e).toBeInstanceOf(MalformedInput);
       expect(e.code).toBe(WorkloadErrorCode.MATCHER_INVALID);
       expect(e.message, String(i)).toBe('container_id_cgroup_matchers[1] must start with / and contain one <id>');
+      expect(e.fields).toEqual({ index: 1, rule: 'matcher-shape' });
     }
   });
   it('match whole paths, one segment per *, with regex characters taken literally', () => {
@@ -298,6 +333,7 @@ describe('configured matchers (SPIRE container_id_cgroup_matchers)', () => {
     expect(e).toBeInstanceOf(PreconditionFailed);
     expect(e.code).toBe(WorkloadErrorCode.MATCHER_EMPTY_ID);
     expect(e.grpcCode).toBe(GrpcCode.FAILED_PRECONDITION);
+    expect([e.message, e.fields.rule]).toEqual(['a pattern matched, but no container id was found', 'matcher-empty-id']);
     expect(thrown(() => m.match('/docker/not-an-id'))).toBeInstanceOf(MalformedInput);
   });
   it('lines matched to different containers are refused', () => {
