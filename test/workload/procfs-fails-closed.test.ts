@@ -58,14 +58,17 @@ describe('the PID-reuse guard reads field 22 of stat or refuses', () => {
     malformed(() => parseStatStartTime(good.replace('(', '')));
     malformed(() => parseStatStartTime(good.replace('(x)', 'x)')));
     malformed(() => parseStatStartTime(good.replace('(x)', ')x(')));
-    expect(malformed(() => parseStatStartTime(good.replace('(', '').replace(')', ''))).fields.rule).toBe('stat-comm');
+    const e = malformed(() => parseStatStartTime(good.replace('(', '').replace(')', '')));
+    expect([e.message, e.fields]).toEqual(['stat: no (comm) field', { rule: 'stat-comm' }]);
+    // Whatever precedes "(comm)" (the pid), fields are counted from the last ")".
+    expect(parseStatStartTime(good.slice(good.indexOf('(')))).toBe(99n);
   });
   it('field 22 must be 1 to 20 decimal digits, nothing around them', () => {
     expect(parseStatStartTime(statLine(7, 18446744073709551615n))).toBe(18446744073709551615n);
     expect(parseStatStartTime(statLine(7, 0))).toBe(0n);
     for (const bad of ['123456789012345678901', '12a', 'a12', '-1', '']) {
       const e = malformed(() => parseStatStartTime(statLine(7, 1).replace(/ 1 1000 200\n$/, ` ${bad} 1000 200\n`)));
-      expect(e.fields.rule, bad).toBe('stat-starttime');
+      expect([e.message, e.fields], bad).toEqual(['stat: field 22 (starttime) missing or not a number', { rule: 'stat-starttime' }]);
     }
     // A line cut after field 21 has no start time.
     malformed(() => parseStatStartTime(statLine(7, 5).replace(/ 5 1000 200\n$/, '')));
@@ -82,7 +85,8 @@ describe('uid and gid are the effective ids', () => {
     expect(parseStatusIds('Name:\tx\nUid:\t0\t1000\t0\t0\nGid:\t0\t2000\t0\t0\n')).toEqual({ uid: 1000, gid: 2000 });
   });
   it('a status without a Uid or Gid line, or with a Uid only inside another line, is refused', () => {
-    expect(malformed(() => parseStatusIds('Name:\tx\nGid:\t1\t1\t1\t1\n')).message).toBe('status: no Uid line');
+    const noUid = malformed(() => parseStatusIds('Name:\tx\nGid:\t1\t1\t1\t1\n'));
+    expect([noUid.message, noUid.fields]).toEqual(['status: no Uid line', { rule: 'status-ids' }]);
     expect(malformed(() => parseStatusIds('Name:\tx\nUid:\t1\t1\t1\t1\n')).message).toBe('status: no Gid line');
     malformed(() => parseStatusIds('Name:\tUid:\t1\t1\nGid:\t1\t1\t1\t1\n'));
     malformed(() => parseStatusIds('Uid:\t1\nGid:\t1\t1\t1\t1\n'));
@@ -96,6 +100,7 @@ describe('a missing PID, a bad PID and an unreadable file are told apart', () =>
       for (const read of [() => p.startTime(pid), () => p.ids(pid), () => p.exe(pid, 0)]) {
         const e = malformed(read, WorkloadErrorCode.PID_INVALID);
         expect(e.fields.rule).toBe('pid-positive');
+        expect(e.message).toBe(`pid ${String(pid)} is not a positive integer`);
       }
     }
   });
@@ -105,6 +110,7 @@ describe('a missing PID, a bad PID and an unreadable file are told apart', () =>
       const e = thrown(read);
       expect(e).toBeInstanceOf(NotFound);
       expect(e.code).toBe(WorkloadErrorCode.PID_GONE);
+      expect([e.message, e.fields, e.cause?.code]).toEqual(['pid 77: process not found', { pid: 77 }, 'ENOENT']);
     }
     expect(p.cgroup(77)).toBeUndefined();
     expect(p.mountinfo(77)).toBeUndefined();
@@ -135,6 +141,10 @@ describe('a missing PID, a bad PID and an unreadable file are told apart', () =>
       expect(e.code).toBe(WorkloadErrorCode.PROC_READ);
       expect(e.grpcCode).toBe(GrpcCode.FAILED_PRECONDITION);
       expect(e.message).toBe(`pid 5: ${what}`);
+      // The audit log gets the pid (and the file), and the OS error stays attached as the cause.
+      expect(e.fields.pid).toBe(5);
+      if (what === 'cannot read stat') expect(e.fields.file).toBe('stat');
+      expect(e.cause?.code).toMatch(/^E[A-Z]+$/);
     }
   });
   it('an exe link whose target cannot be opened is FAILED_PRECONDITION', () => {
@@ -146,6 +156,7 @@ describe('a missing PID, a bad PID and an unreadable file are told apart', () =>
     const e = thrown(() => p.exe(6, 0));
     expect(e).toBeInstanceOf(PreconditionFailed);
     expect(e.message).toBe('pid 6: cannot open executable');
+    expect([e.fields, e.cause?.code]).toEqual([{ pid: 6 }, 'ENOENT']);
   });
   it('the proc root is configurable: a tree elsewhere is read, not /proc', () => {
     const root = join(dir.path, 'elsewhere');
@@ -177,6 +188,7 @@ describe('the executable hash is bounded, fresh and leak-free', () => {
     expect(p.exe(9, 4096).sha256).toBe(sha256(Buffer.alloc(4096, 7)));
     const e = thrown(() => p.exe(9, 4095));
     expect(e.code).toBe(WorkloadErrorCode.EXE_TOO_LARGE);
+    expect(e.message).toBe('pid 9: executable is larger than workload_size_limit');
     expect(e.fields).toMatchObject({ size: 4096, limit: 4095, rule: 'workload_size_limit' });
   });
 
@@ -195,6 +207,7 @@ describe('the executable hash is bounded, fresh and leak-free', () => {
     expect(e).toBeInstanceOf(PreconditionFailed);
     expect(e.code).toBe(WorkloadErrorCode.EXE_TOO_LARGE);
     expect(e.message).toBe('pid 9: executable grew past workload_size_limit');
+    expect(e.fields).toEqual({ pid: 9, limit: 64, rule: 'workload_size_limit' });
     // Unbounded, the same file is read to its end.
     expect(p.exe(9, 0).sha256).toMatch(/^[0-9a-f]{64}$/);
   });
@@ -217,6 +230,7 @@ describe('the executable hash is bounded, fresh and leak-free', () => {
     writeFileSync(file, Buffer.alloc(100));
     const p = procWithExe('cached', file);
     expect(p.exe(9, 0).sha256).toBe(sha256(Buffer.alloc(100)));
+    expect(p.exe(9, 100)).toEqual({ path: file, sha256: sha256(Buffer.alloc(100)) });
     expect(thrown(() => p.exe(9, 99)).code).toBe(WorkloadErrorCode.EXE_TOO_LARGE);
   });
 
