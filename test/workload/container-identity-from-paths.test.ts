@@ -130,6 +130,9 @@ describe('nesting shapes around monitor scopes and kind', () => {
     nested(`/machine.slice/libpod-conmon-${ID}.scope/${ID2}`, /has 2 container segments outside the kind node-container shape/);
     nested(`/crio-conmon-${ID}.scope/kubepods/besteffort/pod${UID}/${ID2}`, /outside the kind node-container shape/);
   });
+  it('a monitor scope below a container identifies nothing: the process is the runtime monitor', () => {
+    expect(parseCgroupPath(`/system.slice/docker-${ID}.scope/crio-conmon-${ID2}.scope`)).toBeUndefined();
+  });
   it('two monitor scopes identify nothing (and do not crash)', () => {
     expect(parseCgroupPath(`/crio-conmon-${ID}.scope/crio-conmon-${ID2}.scope`)).toBeUndefined();
     expect(parseCgroupPath(`/crio-conmon-${ID}.scope/crio-conmon-${ID}.scope`)).toBeUndefined();
@@ -220,6 +223,7 @@ describe('merging lines', () => {
     const e = thrown(() => mergeMatches([a, { containerId: ContainerId.parse(ID2) }]));
     expect(e).toBeInstanceOf(PreconditionFailed);
     expect(e.message).toBe(`multiple container IDs found in cgroups (${ID}, ${ID2})`);
+    expect(e.fields).toEqual({ rule: 'single-container-id', first: ID, second: ID2 });
     const named = { containerId: ContainerId.parse(ID), runtime: 'crio' as const };
     expect(mergeMatches([a, named])).toBe(named);
     expect(mergeMatches([named, { containerId: ContainerId.parse(ID), runtime: 'docker' as const }])).toBe(named);
@@ -262,6 +266,7 @@ describe('mount roots (the guarded mountinfo fallback)', () => {
       expect(e).toBeInstanceOf(MalformedInput);
       expect(e.code).toBe(WorkloadErrorCode.MOUNTINFO_MALFORMED);
       expect(e.message).toBe(`invalid mountinfo entry on line ${n}`);
+      expect(e.fields).toEqual({ line: n, rule: 'mountinfo-fields' });
     }
   });
   it('surrounding whitespace does not shift the fields', () => {
