@@ -1,0 +1,166 @@
+/**
+ * A process cannot take another pod's identity through the cgroup paths the kernel reports for it (F3, F10), checked
+ * in-process (Procfs + locateContainer) on real processes in real cgroups: cgroup v1 `pids` and the v2 unified mount.
+ * test/adversarial/nested-cgroup.test.ts performs the same attacks through the shipped binary; this file runs the
+ * locator itself so that mutation testing sees it.
+ * Needs root and writable cgroup mounts; without them the suite fails, naming the reason.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GrpcCode, PreconditionFailed } from '../../src/errors.js';
+import { locateContainer, type Located } from '../../src/workload/cgroup.js';
+import { WorkloadErrorCode } from '../../src/workload/errors.js';
+import { Procfs } from '../../src/workload/procfs.js';
+import { thrown } from './helpers.js';
+
+const V1 = '/sys/fs/cgroup/pids';
+const V2 = '/sys/fs/cgroup/unified';
+const hex64 = (): string => (randomUUID() + randomUUID()).replaceAll('-', '').slice(0, 64);
+
+interface Pod {
+  uid: string;
+  cid: string;
+}
+const podA: Pod = { uid: randomUUID(), cid: hex64() };
+const podB: Pod = { uid: randomUUID(), cid: hex64() };
+const kindNode = hex64();
+const v1Of = (pod: Pod): string => `/kubepods/besteffort/pod${pod.uid}/${pod.cid}`;
+const v2SystemdOf = (pod: Pod): string =>
+  `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${pod.uid.replaceAll('-', '_')}.slice/cri-containerd-${pod.cid}.scope`;
+
+const children: ChildProcess[] = [];
+const createdDirs: string[] = [];
+const procfs = new Procfs();
+
+beforeAll(() => {
+  const problems: string[] = [];
+  if (process.getuid?.() !== 0) problems.push('not running as root');
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
+  for (const [root, fs] of [
+    [V1, 'cgroup'],
+    [V2, 'cgroup2'],
+  ] as const) {
+    if (!mounts.some((l) => l.includes(` ${root} `) && l.includes(` - ${fs} `))) problems.push(`${root} is not a ${fs} mount`);
+  }
+  if (problems.length) throw new Error(`nested-cgroup checks need real cgroups: ${problems.join('; ')}`);
+});
+
+afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+  for (const d of createdDirs.reverse()) {
+    for (let i = 0; i < 50 && existsSync(d); i++) {
+      try {
+        rmdirSync(d);
+      } catch {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+  const left = createdDirs.filter((d) => existsSync(d));
+  if (left.length) throw new Error(`cgroups left behind: ${left.join(', ')}`);
+});
+
+function mkdirTracked(root: string, rel: string): string {
+  let cur = root;
+  for (const part of rel.split('/').filter(Boolean)) {
+    cur = join(cur, part);
+    if (!existsSync(cur)) {
+      mkdirSync(cur);
+      createdDirs.push(cur);
+    }
+  }
+  return cur;
+}
+
+/** A real process placed (as root in its container could place itself) into these cgroups. */
+async function processIn(where: { v1?: string; v2?: string }): Promise<number> {
+  const c = spawn('sleep', ['600'], { stdio: 'ignore' });
+  children.push(c);
+  await new Promise<void>((resolve, reject) => {
+    c.once('spawn', () => resolve());
+    c.once('error', reject);
+  });
+  if (where.v1) writeFileSync(join(mkdirTracked(V1, where.v1), 'cgroup.procs'), String(c.pid));
+  if (where.v2) writeFileSync(join(mkdirTracked(V2, where.v2), 'cgroup.procs'), String(c.pid));
+  return c.pid!;
+}
+
+const locate = (pid: number): Located | undefined => locateContainer({ cgroup: procfs.cgroup(pid), mountinfo: () => procfs.mountinfo(pid) });
+
+function refused(pid: number, code: string, message: RegExp): void {
+  const e = thrown(() => locate(pid));
+  expect(e).toBeInstanceOf(PreconditionFailed);
+  expect(e.grpcCode).toBe(GrpcCode.FAILED_PRECONDITION);
+  expect(e.code).toBe(code);
+  expect(e.message).toMatch(message);
+}
+
+describe("a nested cgroup cannot borrow another pod's identity (real cgroups)", () => {
+  it("control: a process in pod A's container is pod A's container", async () => {
+    const r = locate(await processIn({ v1: v1Of(podA) }));
+    expect([r?.podUid?.toString(), r?.containerId.toString(), r?.via, r?.outerContainerId]).toEqual([podA.uid, podA.cid, 'cgroup', undefined]);
+    const s = locate(await processIn({ v2: v2SystemdOf(podA) }));
+    expect([s?.podUid?.toString(), s?.containerId.toString(), s?.runtime]).toEqual([podA.uid, podA.cid, 'containerd']);
+  });
+
+  it.each([
+    ['cgroup v1, cgroupfs names', { v1: `${v1Of(podA)}${v1Of(podB)}` }],
+    ['cgroup v2, systemd names', { v2: `${v2SystemdOf(podA)}${v2SystemdOf(podB)}` }],
+    ['cgroup v2, cgroupfs names under a systemd-named pod', { v2: `${v2SystemdOf(podA)}${v1Of(podB)}` }],
+  ])('%s: <A>/…/pod<B>/<cid B> is refused, not pod B', async (_name, where) => {
+    const pid = await processIn(where);
+    expect(readFileSync(`/proc/${pid}/cgroup`, 'utf8')).toContain(podB.cid); // the kernel reports a path ending in B
+    refused(pid, WorkloadErrorCode.NESTED_CGROUP, /has 2 pod segments: a nested cgroup cannot be told from an impersonation$/);
+  });
+
+  it("a container below A's container (<A>/<cid B>) is refused", async () => {
+    refused(await processIn({ v1: `${v1Of(podA)}/${podB.cid}` }), WorkloadErrorCode.NESTED_CGROUP, /has 2 container segments outside the kind node-container shape/);
+  });
+
+  it('a third container level is refused even inside kind', async () => {
+    refused(await processIn({ v1: `/docker/${kindNode}${v1Of(podA)}/${podB.cid}` }), WorkloadErrorCode.NESTED_CGROUP, /has 3 container segments/);
+  });
+
+  it("a pod segment below the container (<cid A>/pod<B>) is refused, not read as pod B's", async () => {
+    refused(await processIn({ v1: `/kubepods/besteffort/${podA.cid}/pod${podB.uid}` }), WorkloadErrorCode.NESTED_CGROUP, /has a pod segment below its container/);
+  });
+
+  it("kind's real nesting attests to the inner container; the node container is only the outer one", async () => {
+    const r = locate(await processIn({ v1: `/docker/${kindNode}${v1Of(podA)}` }));
+    expect([r?.podUid?.toString(), r?.containerId.toString(), r?.outerContainerId?.toString()]).toEqual([podA.uid, podA.cid, kindNode]);
+  });
+
+  it('a container above a pod without the kubepods tree between is not kind: refused', async () => {
+    refused(await processIn({ v1: `/docker/${kindNode}/besteffort/pod${podA.uid}/${podA.cid}` }), WorkloadErrorCode.NESTED_CGROUP, /outside the kind node-container shape/);
+  });
+});
+
+describe('lines that disagree fail closed (real cgroups)', () => {
+  it("v1 names pod A's container, v2 a pod-less other container: refused", async () => {
+    refused(
+      await processIn({ v1: v1Of(podA), v2: `/system.slice/docker-${podB.cid}.scope` }),
+      WorkloadErrorCode.MULTIPLE_CONTAINER_IDS,
+      new RegExp(`^multiple container IDs found in cgroups \\(${podA.cid} in pod ${podA.uid}, ${podB.cid} without a pod\\)$`),
+    );
+  });
+
+  it('v1 names pod A, v2 pod B: refused', async () => {
+    refused(await processIn({ v1: v1Of(podA), v2: v2SystemdOf(podB) }), WorkloadErrorCode.MULTIPLE_POD_UIDS, new RegExp(`\\(${podA.uid}, ${podB.uid}\\)`));
+  });
+
+  it('v1 and v2 name the same pod and container: the runtime the v2 path names is kept', async () => {
+    const r = locate(await processIn({ v1: v1Of(podA), v2: v2SystemdOf(podA) }));
+    expect([r?.podUid?.toString(), r?.containerId.toString(), r?.runtime]).toEqual([podA.uid, podA.cid, 'containerd']);
+  });
+
+  it('kind: a pod-less line naming the node container agrees with the pod line, in either order', async () => {
+    const r = locate(await processIn({ v1: `/docker/${kindNode}${v1Of(podA)}`, v2: `/docker/${kindNode}` }));
+    expect([r?.podUid?.toString(), r?.containerId.toString()]).toEqual([podA.uid, podA.cid]);
+    const s = locate(await processIn({ v1: `/docker/${kindNode}`, v2: `/docker/${kindNode}${v1Of(podA)}` }));
+    expect([s?.podUid?.toString(), s?.containerId.toString()]).toEqual([podA.uid, podA.cid]);
+  });
+});
