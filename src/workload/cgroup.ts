@@ -202,14 +202,17 @@ function nestedCgroup(path: string, what: string): PreconditionFailed {
  */
 export function parseCgroupPath(path: string): PathMatch | undefined {
   const segments = segmentsOf(path);
-  const containers: { index: number; id: SegmentId }[] = [];
+  const containers: { index: number; first: number; id: SegmentId }[] = [];
   const pods: { index: number; uid: string }[] = [];
   for (let i = 0; i < segments.length; i++) {
     const id = idInSegment(segments, i);
     // The same ID twice (Docker Desktop's /docker/<id>/docker/<id>/…) is one container, not a nesting.
     const same = (a: SegmentId, b: SegmentId) => a !== undefined && b !== undefined && a !== 'monitor' && b !== 'monitor' && a.id.toLowerCase() === b.id.toLowerCase();
-    if (id !== undefined && !containers.some((c) => same(c.id, id))) containers.push({ index: i, id });
-    else if (id !== undefined) containers[containers.findIndex((c) => same(c.id, id))] = { index: i, id };
+    if (id !== undefined && !containers.some((c) => same(c.id, id))) containers.push({ index: i, first: i, id });
+    else if (id !== undefined) {
+      const at = containers.findIndex((c) => same(c.id, id));
+      containers[at] = { index: i, first: containers[at]!.first, id };
+    }
     const p = POD_IN_SEGMENT.exec(segments[i]!);
     if (p) pods.push({ index: i, uid: p[1]! });
   }
@@ -217,6 +220,9 @@ export function parseCgroupPath(path: string): PathMatch | undefined {
   if (innermost === undefined || innermost.id === undefined || innermost.id === 'monitor') return undefined;
   if (pods.length > 1) throw nestedCgroup(path, `has ${pods.length} pod segments`);
   const pod = pods[0];
+  // One ID above and below the pod (/docker/<X>/kubepods/pod<uid>/docker/<X>) is no runtime's layout: a container
+  // that rebuilt a pod path below itself naming itself again.
+  if (pod !== undefined && containers.some((c) => c.first < pod.index && c.index > pod.index)) throw nestedCgroup(path, 'names one container both above and below its pod segment');
   let outerContainerId: ContainerId | undefined;
   if (containers.length > 2) throw nestedCgroup(path, `has ${containers.length} container segments`);
   if (containers.length === 2) {

@@ -134,6 +134,13 @@ describe("a nested cgroup cannot borrow another pod's identity (real cgroups)", 
     expect([r?.podUid?.toString(), r?.containerId.toString(), r?.outerContainerId?.toString()]).toEqual([podA.uid, podA.cid, kindNode]);
   });
 
+  it('one container ID both above and below the pod segment (a container naming itself again inside a built pod path) is refused', async () => {
+    refused(await processIn({ v1: `/docker/${podA.cid}/kubepods/besteffort/pod${podB.uid}/docker/${podA.cid}` }), WorkloadErrorCode.NESTED_CGROUP, /names one container both above and below its pod segment/);
+    // Docker Desktop's repeated ID without a pod in between is still one container.
+    const r = locate(await processIn({ v1: `/docker/${podA.cid}/docker/${podA.cid}` }));
+    expect([r?.containerId.toString(), r?.podUid]).toEqual([podA.cid, undefined]);
+  });
+
   it('a container above a pod without the kubepods tree between is not kind: refused', async () => {
     refused(await processIn({ v1: `/docker/${kindNode}/besteffort/pod${podA.uid}/${podA.cid}` }), WorkloadErrorCode.NESTED_CGROUP, /outside the kind node-container shape/);
   });
