@@ -9,7 +9,7 @@
  * source. The start time is read again at the end: a different value means the PID was reused while we
  * looked, and the answer is refused (PreconditionFailed `ERR_WORKLOAD_PID_REUSED`).
  */
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { Cancelled, InvalidConfig, NotConfigured, PreconditionFailed } from '../errors.js';
 import { DecisionEvents } from '../nodeattestor/event-sinks.js';
@@ -204,14 +204,8 @@ export class EdgeWorkloadAttestor implements WorkloadAttestor {
 
   /** The container this agent itself runs in, as the kind node: outer container of its own pod path, or its container. */
   #ownKindNode(): ContainerId | undefined {
-    let text = this.#opts.selfCgroup;
-    if (text === undefined) {
-      try {
-        text = readFileSync('/proc/self/cgroup', 'utf8');
-      } catch {
-        return undefined;
-      }
-    }
+    const text = this.#opts.selfCgroup ?? Procfs.ownCgroup();
+    if (text === undefined) return undefined;
     try {
       const own = locateContainer({ cgroup: text, mountinfo: () => undefined }, {});
       return own?.outerContainerId ?? (own && !own.podUid ? own.containerId : undefined);

@@ -89,7 +89,7 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
       spire,
       dir: join(work, 'agent'),
       server,
-      plugins: [{ type: 'NodeAttestor', name: 'tpm', cmd: builtPlugin('tpm-agent'), data: { tpm_tcti: tpm.tcti, event_log_path: join(work, 'bios.bin'), ima_log_path: imaPath } }, { type: 'WorkloadAttestor', name: 'unix', data: {} }],
+      plugins: [{ type: 'NodeAttestor', name: 'tpm', cmd: builtPlugin('tpm-agent'), data: { tpm_tcti: tpm.tcti, event_log_path: join(work, 'bios.bin'), ima_log_path: imaPath, ima_chunk_bytes: 4096 } }, { type: 'WorkloadAttestor', name: 'unix', data: {} }],
     });
   }, 180_000);
 
@@ -131,17 +131,20 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
     await agent.proc.waitForLog(spireOwn, 3 * AGENT_TTL_S * 1000, "spire-agent's log naming the entry");
   }, 6 * AGENT_TTL_S * 1000 + 30_000);
 
-  it('repaired by a reboot into a clean list longer than the stored offset: the server asks for the whole list in a second challenge round through SPIRE, and the node re-attests', async () => {
+  it('repaired by a reboot into a clean list longer than the stored offset: the server asks for the whole list, in chunks, in further challenge rounds through SPIRE, and the node re-attests', async () => {
     await tpm2(tpm.tcti, 'tpm2_shutdown', []);
     await tpm.restart();
     await simulateMeasuredBoot(tpm.tcti, new Uint8Array(readFileSync(BOOT_LOG)));
     list.length = 0;
-    await measure([{ template: 'ima-ng', path: 'boot_aggregate', digest: new Uint8Array(32), digestAlg: 'sha256' }, ...[...FILES, ...FILES].map(allowed)]);
+    // 121 entries (about 12 KB) with the agent's ima_chunk_bytes at 4096: the whole list takes several messages, as a
+    // list past SPIRE's 4 MiB per agent message would.
+    await measure([{ template: 'ima-ng', path: 'boot_aggregate', digest: new Uint8Array(32), digestAlg: 'sha256' }, ...Array.from({ length: 120 }, (_, i) => allowed(FILES[i % FILES.length]!))]);
     const line = await server.proc.waitForLog(decisions('accepted'), 4 * AGENT_TTL_S * 1000, 're-attestation after the reboot', true);
-    expect(line).toMatchObject({ ima_offset: 6, ima_total: 9, ima_entries_sent: 9, ima_entries_verified: 9 });
+    expect(line).toMatchObject({ ima_offset: 6, ima_total: 121, ima_entries_sent: 121, ima_entries_verified: 121 });
+    expect(Number(line['ima_chunks'])).toBeGreaterThanOrEqual(3);
     expect(String(line['ima_resend'])).toMatch(/TPM was reset or restarted/);
     await agent.proc.waitForLog((l) => l.msg === 'Successfully reattested node', 3 * AGENT_TTL_S * 1000, 're-attestation', true);
     const selectors = (await server.agents())[0]!.selectors.map((s) => `${s.type}:${s.value}`);
-    expect(selectors).toEqual(expect.arrayContaining(['tpm:ima:policy:edge-runtime', 'tpm:ima:entries:9']));
+    expect(selectors).toEqual(expect.arrayContaining(['tpm:ima:policy:edge-runtime', 'tpm:ima:entries:121']));
   }, 8 * AGENT_TTL_S * 1000);
 });

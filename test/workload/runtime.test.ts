@@ -16,6 +16,9 @@ import { CRI_DESCRIPTOR, criServiceDefinition } from '../../src/workload/runtime
 import { repoRoot } from '../helpers/binaries.js';
 import { FIXTURES, json, startHttp, tempDir, testContext, writeFakeProc, type TestServer } from './helpers.js';
 
+/** The agent runs in the corpus's kind node container (SPIRE's kind fixtures assume an agent on that node). */
+const KIND_NODE_SELF = '0::/docker/93529524695bb00d91c1f6dba692ea8d3550c3b94fb2463af7bc9ec82f992d26/system.slice/spire-agent.service\n';
+
 const CRI_ID = 'a'.repeat(64);
 const DOCKER_ID = 'b'.repeat(64);
 const PODMAN_ID = 'c'.repeat(64);
@@ -80,7 +83,7 @@ afterAll(async () => {
 });
 
 async function withAttestor<T>(cfg: Record<string, unknown>, fn: (a: EdgeWorkloadAttestor) => Promise<T>): Promise<T> {
-  const a = new EdgeWorkloadAttestor(testContext(), { env: {} });
+  const a = new EdgeWorkloadAttestor(testContext(), { env: {}, selfCgroup: KIND_NODE_SELF });
   await a.configure({ proc_path: proc(), ...cfg }, { trustDomain: 'example.org' });
   try {
     return await fn(a);
@@ -173,7 +176,7 @@ describe('pod_source = "auto" with a runtime socket', () => {
     let up = false;
     const edged = await startHttp((req, res) => (up && req.url === '/pods' ? json(res, JSON.parse(kindPods)) : json(res, { message: 'starting' }, 503)));
     const ctx = testContext();
-    const a = new EdgeWorkloadAttestor(ctx, { env: {}, probeTimeoutMs: 500 });
+    const a = new EdgeWorkloadAttestor(ctx, { env: {}, selfCgroup: KIND_NODE_SELF, probeTimeoutMs: 500 });
     try {
       await a.configure(
         {

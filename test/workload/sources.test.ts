@@ -12,6 +12,9 @@ import { kubeletSource } from '../../src/workload/kubelet.js';
 import { metaServerSource } from '../../src/workload/metaserver.js';
 import { FIXTURES, json, makePki, sorted, spirePart, startHttp, startHttps, tempDir, testContext, writeFakeProc, type TestPki, type TestServer, rejection } from './helpers.js';
 
+/** The agent runs in the corpus's kind node container (SPIRE's kind fixtures assume an agent on that node). */
+const KIND_NODE_SELF = '0::/docker/93529524695bb00d91c1f6dba692ea8d3550c3b94fb2463af7bc9ec82f992d26/system.slice/spire-agent.service\n';
+
 const KUBELET = join(FIXTURES, 'kubelet');
 const CG = join(FIXTURES, 'cgroup');
 const podList = readFileSync(join(KUBELET, 'spire-pod_list.json'), 'utf8');
@@ -99,7 +102,7 @@ function kubeletConfig(extra: Record<string, unknown> = {}): Record<string, unkn
 
 async function withAttestor<T>(cfg: Record<string, unknown>, fn: (a: EdgeWorkloadAttestor, ctx: ReturnType<typeof testContext>) => Promise<T>): Promise<T> {
   const ctx = testContext();
-  const a = new EdgeWorkloadAttestor(ctx, { env: {} });
+  const a = new EdgeWorkloadAttestor(ctx, { env: {}, selfCgroup: KIND_NODE_SELF });
   await a.configure(cfg, core);
   try {
     return await fn(a, ctx);
@@ -289,7 +292,7 @@ describe('auto probing', () => {
     let up = false;
     const late = await startHttp((req, res) => (up && req.url === '/pods' ? json(res, kindPodList) : json(res, { message: 'starting' }, 503)));
     const ctx = testContext();
-    const a = new EdgeWorkloadAttestor(ctx, { env: {}, probeTimeoutMs: 500 });
+    const a = new EdgeWorkloadAttestor(ctx, { env: {}, selfCgroup: KIND_NODE_SELF, probeTimeoutMs: 500 });
     try {
       await a.configure({ pod_source: 'auto', proc_path: proc, kubelet_token_path: f('none'), edged_port: late.port, miss_retry_deadline: '300ms' }, core);
       expect(ctx.log.lines.some((l) => l.level === 'warn' && /no pod source answered yet/.test(l.message))).toBe(true);
@@ -386,7 +389,7 @@ describe('logs say what is going on', () => {
   it('auto with nothing answering: "probing", never "serving the last snapshot" without one', async () => {
     const down = await startHttp((_req, res) => json(res, { message: 'starting' }, 503));
     const ctx = testContext();
-    const a = new EdgeWorkloadAttestor(ctx, { env: {}, probeTimeoutMs: 300 });
+    const a = new EdgeWorkloadAttestor(ctx, { env: {}, selfCgroup: KIND_NODE_SELF, probeTimeoutMs: 300 });
     try {
       await a.configure({ pod_source: 'auto', proc_path: proc, kubelet_token_path: f('none'), edged_port: down.port, poll_interval: '100ms' }, core);
       await waitFor(() => ctx.log.lines.filter((l) => l.level === 'warn').length >= 2);
