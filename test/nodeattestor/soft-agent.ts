@@ -9,7 +9,7 @@ import { parseCredentialFile } from '../../src/tpm/activation.js';
 import { BytesWriter } from '../../src/tpm/bytes.js';
 import { PcrSelection } from '../../src/tpm/pcrs.js';
 import { ekPubHash, hierarchyQualifiedName, publicName, publicToSpkiDer, qualifiedName } from '../../src/tpm/public.js';
-import { decodeChallenge, encodePayload, encodeResponse, type AttestationChallenge, type AttestationPayload, type ChallengeResponse } from '../../src/nodeattestor/wire.js';
+import { decodeChallenge, encodePayload, encodeResponse, type AttestationChallenge, type ChallengeResponse } from '../../src/nodeattestor/wire.js';
 import type { ServerAttestIo } from '../../src/plugin/types.js';
 import { softActivateCredential, softEk, softKey, softQuote, type KeyKind, type QuoteSpec, type SoftKey } from '../tpm/soft-tpm.js';
 
@@ -20,7 +20,7 @@ export interface SoftAgentOptions {
   readonly pcrs?: ReadonlyMap<number, Uint8Array>;
 }
 
-type PayloadFields = Partial<Omit<AttestationPayload, 'v'>>;
+type PayloadFields = Partial<Parameters<typeof encodePayload>[0]>;
 type ResponseFields = { [K in keyof Omit<ChallengeResponse, 'v'>]?: Uint8Array };
 
 /** What a forging agent changes in its answer; `challenge` is what the server sent, decoded. */
