@@ -49,6 +49,10 @@ describe('nonce_ttl', () => {
     const waited = performance.now() - started;
     expect(err).toMatchObject({ code: 'ERR_NONCE_EXPIRED', grpcCode: GrpcCode.DEADLINE_EXCEEDED, fields: { rule: 'nonce freshness' } });
     expect(err.message).toMatch(/no challenge response within nonce_ttl \(1000 ms; waited \d+ ms\)/);
+    const reported = Number(/waited (\d+) ms/.exec(err.message)![1]);
+    expect(reported).toBeGreaterThanOrEqual(950);
+    expect(reported).toBeLessThanOrEqual(Math.ceil(waited));
+    expect(err.fields.age_ms).toBe(reported);
     expect(waited).toBeGreaterThanOrEqual(950);
     expect(waited).toBeLessThan(5_000);
   });
