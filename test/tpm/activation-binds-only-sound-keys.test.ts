@@ -7,7 +7,7 @@
  * - a short ECC coordinate (a leading zero byte the TPM did not send) still gives a credential the EK opens;
  * - malformed names and credential files are MalformedInput naming what was wrong.
  */
-import { generateKeyPairSync } from 'node:crypto';
+import { createHmac, generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { AttestationRefused, GrpcCode, MalformedInput } from '../../src/errors.js';
 import { checkAkAttributes, encodeCredentialFile, kdfa, kdfe, makeCredential, oaepEncode, parseCredentialFile } from '../../src/tpm/activation.js';
@@ -127,6 +127,14 @@ describe('sizes and randomness are bounded', () => {
     expect(kdfe(HashAlg.SHA256, key, 'IDENTITY', key, key, 8 * 1024)).toHaveLength(1024);
     expect(kdfe(HashAlg.SHA256, key, 'IDENTITY', key, key, 12)[0]! & 0xf0).toBe(0);
   });
+  it('an odd-sized KDFa output is the first bits of the counter block with only the excess high bits cleared', () => {
+    const key = new Uint8Array(32).fill(9);
+    const u = Uint8Array.of(1, 2);
+    const block = createHmac('sha256', key).update(Uint8Array.of(0, 0, 0, 1)).update(new TextEncoder().encode('X\0')).update(u).update(u).update(Uint8Array.of(0, 0, 0, 12)).digest();
+    expect(toHex(kdfa(HashAlg.SHA256, key, 'X', u, u, 12))).toBe(toHex(Uint8Array.of(block[0]! & 0x0f, block[1]!)));
+    const block9 = createHmac('sha256', key).update(Uint8Array.of(0, 0, 0, 1)).update(new TextEncoder().encode('X\0')).update(u).update(u).update(Uint8Array.of(0, 0, 0, 9)).digest();
+    expect(toHex(kdfa(HashAlg.SHA256, key, 'X', u, u, 9))).toBe(toHex(Uint8Array.of(block9[0]! & 0x01, block9[1]!)));
+  });
   it('KDFa and KDFe outputs longer than one block are the concatenation of counter blocks', () => {
     const key = new Uint8Array(32).fill(1);
     const long = kdfe(HashAlg.SHA256, key, 'IDENTITY', key, key, 512);
@@ -185,6 +193,7 @@ describe('ECC: the ephemeral key is a uniform scalar in [1, n-1]', () => {
     const bad: TpmPublic = { ...ek.pub, y: Uint8Array.from(ek.pub.y, (b, i) => (i === 31 ? b ^ 1 : b)) };
     const err = expectError(() => makeCredential({ ekPublic: bad, akName: AK_NAME, secret: SECRET, randomBytes: fixed(3) }), MalformedInput, 'ERR_TPM_BAD_PUBLIC_KEY', GrpcCode.INVALID_ARGUMENT);
     expect(err.message).toBe('EK: ECC point is not on its curve');
+    expect(err.cause, 'the crypto library\'s reason is kept for the operator').toBeInstanceOf(Error);
   });
   it('an EK whose x coordinate has a leading zero byte (sent short) still gets a credential it can open', () => {
     let pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
@@ -214,6 +223,21 @@ describe('malformed names and credential files are MalformedInput naming what wa
     for (const akName of [Uint8Array.from([...AK_NAME, 0]), new BytesWriter().u16be(0x0099).bytes(new Uint8Array(32)).finish()]) {
       expect(() => makeCredential({ ekPublic: ek, akName, secret: SECRET, randomBytes: fixed(1) })).toThrow(MalformedInput);
     }
+  });
+  it('a malformed AK name says which part of TPM2B_NAME is wrong', () => {
+    const make = (akName: Uint8Array) => () => makeCredential({ ekPublic: ek, akName, secret: SECRET, randomBytes: fixed(1) });
+    expect(make(Uint8Array.of(0))).toThrow(/^TPM2B_NAME: nameAlg: needs 2 bytes, 1 remain at offset 0$/);
+    expect(make(Uint8Array.of(0, 0x99))).toThrow(/^AK name: unsupported TPM_ALG_ID 0x0099$/);
+    expect(make(AK_NAME.subarray(0, 20))).toThrow(/^TPM2B_NAME: digest: needs 32 bytes, 18 remain at offset 2$/);
+  });
+  it('a truncated credential file names the field it ran out in', () => {
+    const file = encodeCredentialFile({ idObject: new Uint8Array(4), encryptedSecret: new Uint8Array(2) });
+    const at = (n: number) => () => parseCredentialFile(file.subarray(0, n));
+    expect(at(2)).toThrow(/^tpm2-tools makecredential file: magic: needs 4 bytes/);
+    expect(at(6)).toThrow(/^tpm2-tools makecredential file: version: needs 4 bytes/);
+    expect(at(12)).toThrow(/^tpm2-tools makecredential file: TPM2B_ID_OBJECT\.buffer: needs 4 bytes/);
+    expect(at(15)).toThrow(/^tpm2-tools makecredential file: TPM2B_ENCRYPTED_SECRET\.size: needs 2 bytes/);
+    expect(at(17)).toThrow(/^tpm2-tools makecredential file: TPM2B_ENCRYPTED_SECRET\.buffer: needs 2 bytes/);
   });
   it('a credential file with another magic or version says which', () => {
     const file = encodeCredentialFile({ idObject: new Uint8Array(4), encryptedSecret: new Uint8Array(2) });
