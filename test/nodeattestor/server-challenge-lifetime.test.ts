@@ -109,6 +109,16 @@ describe('max_pending_challenges_per_ek', () => {
     refill.answer();
     await Promise.all([p2, p3]);
   });
+  it('by default an EK may have 4 challenges outstanding, not 5', async () => {
+    const agent = new SoftAgent();
+    const s = await server([agent]);
+    const held = [heldIo(agent), heldIo(agent), heldIo(agent), heldIo(agent)];
+    const pending = held.map((h) => s.attest(agent.payload(), h.io));
+    await Promise.all(held.map((h) => h.challenged));
+    await expect(s.attest(agent.payload(), agent.io())).rejects.toMatchObject({ code: 'ERR_CHALLENGES_PER_EK', fields: { pending: 4 } });
+    held.forEach((h) => h.answer());
+    await Promise.all(pending);
+  });
   it('a slot is given back when the agent stream fails, when the answer is late and when the answer is forged', async () => {
     const agent = new SoftAgent();
     const s = await server([agent], { max_pending_challenges_per_ek: 1, nonce_ttl: '1s' });

@@ -66,6 +66,24 @@ describe('Configure refuses what would weaken attestation', () => {
     await refusedAtConfigure({ ...allow, max_pending_challenges_per_ek: 0 }, /max_pending_challenges_per_ek/);
     await refusedAtConfigure({ ...allow, max_pending_challenges_per_ek: 65 }, /max_pending_challenges_per_ek/);
   });
+  it('an empty or empty-list ek_ca_path', async () => {
+    await refusedAtConfigure({ ek_ca_path: '' }, /ek_ca_path/);
+    await refusedAtConfigure({ ek_ca_path: [] }, /ek_ca_path/);
+    await refusedAtConfigure({ ...allow, ek_ca_path: [''] }, /ek_ca_path/);
+  });
+  it.each([[[24]], [[-1]], [[1.5]]])('selector_pcrs %j (not a PCR index)', async (pcrs) => {
+    await refusedAtConfigure({ ...allow, selector_pcrs: pcrs }, /selector_pcrs/);
+  });
+  it('unknown policy_match, legacy_agents or enrolment modes, and an empty policy_path or enrolment_path', async () => {
+    await refusedAtConfigure({ ...allow, policy_match: 'some' }, /policy_match/);
+    await refusedAtConfigure({ ...allow, legacy_agents: 'maybe' }, /legacy_agents/);
+    await refusedAtConfigure({ ...allow, enrolment: 'optional' }, /enrolment/);
+    await refusedAtConfigure({ ...allow, policy_path: '' }, /policy_path/);
+    await refusedAtConfigure({ ...allow, enrolment: 'required', enrolment_path: '' }, /enrolment_path/);
+  });
+  it('an unknown key (a typo would silently drop a setting)', async () => {
+    await refusedAtConfigure({ ...allow, require_eventlog: false }, /require_eventlog/);
+  });
   it('a bad selection and a missing policy file are both reported at once', async () => {
     await refusedAtConfigure({ ...allow, pcr_selection: 'sha256:99', policy_path: join(work, 'missing.yaml') }, /pcr_selection[\s\S]*missing\.yaml|missing\.yaml[\s\S]*pcr_selection/);
   });
