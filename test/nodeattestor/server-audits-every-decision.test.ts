@@ -52,7 +52,10 @@ describe('one audit line per decision', () => {
     expect(result).toMatchObject({ spiffeId: agentId });
     expect(decision).toMatchObject({ '@level': 'info', outcome: 'accepted', agent_id: agentId, ek_hash: agent.ekHash, node_hint: 'edge-17.example' });
     expect(decision['duration_ms']).toEqual(expect.any(Number));
+    expect(decision['duration_ms']).toBeGreaterThanOrEqual(0);
+    expect(decision['duration_ms']).toBeLessThan(60_000);
     expect(decision['policy_match']).toBeUndefined();
+    expect(decision['policies']).toBeUndefined();
     expect(decision['code']).toBeUndefined();
   });
   it('policies: the ones passed become selectors and are audited, the failed ones are named with their rule', async () => {
@@ -61,6 +64,18 @@ describe('one audit line per decision', () => {
     expect((result as { selectorValues: readonly string[] }).selectorValues).not.toContain('policy:ones0');
     expect(decision).toMatchObject({ outcome: 'accepted', policy_match: 'any', policies: 'zero7' });
     expect(decision['policies_failed']).toMatch(/^ones0: pcr sha256:0 \(observed [0-9a-f]{64}, expected 1{64}\)$/);
+  });
+  it('several passed policies are audited as a comma-separated list', async () => {
+    const two = join(work, 'two.yaml');
+    writeFileSync(two, `policies:\n  - name: zero7\n    pcrs:\n      sha256:\n        "7": "${'00'.repeat(32)}"\n  - name: zero6\n    pcrs:\n      sha256:\n        "6": "${'00'.repeat(32)}"\n`);
+    const { decision } = await decide({ policy_path: two });
+    expect(decision).toMatchObject({ outcome: 'accepted', policies: 'zero7,zero6' });
+  });
+  it('a refused node\'s audit line also has a sane duration', async () => {
+    const { decision } = await decide({}, agent.io({ response: () => ({ secret: new Uint8Array(32) }) }));
+    expect(decision['outcome']).toBe('refused');
+    expect(decision['duration_ms']).toBeGreaterThanOrEqual(0);
+    expect(decision['duration_ms']).toBeLessThan(60_000);
   });
   it('a refusal by policy: warn, the code, the rule and the reason', async () => {
     const { result, decision } = await decide({ policy_path: policies, policy_match: 'all' });

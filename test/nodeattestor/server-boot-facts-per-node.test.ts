@@ -84,6 +84,16 @@ describe('a log that verifies nothing is no evidence', () => {
     expect(err).toMatchObject({ code: 'ERR_EVENTLOG_VERIFIES_NOTHING', grpcCode: GrpcCode.PERMISSION_DENIED, fields: { rule: 'require_event_log' } });
     expect(err.message).toMatch(message);
   });
+  it('a log whose events are all on PCRs that were not quoted verifies nothing either', async () => {
+    const n = node([{ pcr: 15, type: EventType.EV_EVENT_TAG, data: ascii('not quoted') }]);
+    const err = await (await server({}, [n])).attest(n.payload, n.agent.io()).catch((e) => e);
+    expect(err).toMatchObject({ code: 'ERR_EVENTLOG_VERIFIES_NOTHING' });
+  });
+  it('the refusal lists every bank the log carries', async () => {
+    const n = node([], undefined, ['sha1', 'sha384']);
+    const err = await (await server({}, [n])).attest(n.payload, n.agent.io()).catch((e) => e);
+    expect(err.message).toMatch(/banks sha1,sha384\)/);
+  });
   it('with require_event_log off the node is admitted, and facts from nothing are no Secure Boot', async () => {
     const n = node([]);
     const attrs = await (await server({ require_event_log: false }, [n])).attest(n.payload, n.agent.io());

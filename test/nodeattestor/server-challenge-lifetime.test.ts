@@ -94,7 +94,7 @@ describe('max_pending_challenges_per_ek', () => {
     const p2 = s.attest(a.payload(), second.io);
     await Promise.all([first.challenged, second.challenged]);
     const third = await s.attest(a.payload(), a.io()).catch((e) => e);
-    expect(third).toMatchObject({ code: 'ERR_CHALLENGES_PER_EK', grpcCode: GrpcCode.RESOURCE_EXHAUSTED, fields: { pending: 2 } });
+    expect(third).toMatchObject({ code: 'ERR_CHALLENGES_PER_EK', grpcCode: GrpcCode.RESOURCE_EXHAUSTED, fields: { rule: 'max_pending_challenges_per_ek', pending: 2 } });
     expect(third.message).toMatch(/2 challenges are already outstanding for this EK \(max_pending_challenges_per_ek 2\)/);
     // Another EK is not affected by the first one's challenges.
     await expect(s.attest(b.payload(), b.io())).resolves.toMatchObject({ canReattest: true });

@@ -81,6 +81,27 @@ describe('Configure refuses what would weaken attestation', () => {
     await refusedAtConfigure({ ...allow, policy_path: '' }, /policy_path/);
     await refusedAtConfigure({ ...allow, enrolment: 'required', enrolment_path: '' }, /enrolment_path/);
   });
+  it('an allowlist entry with anything before or after the 64 hex digits', async () => {
+    await refusedAtConfigure({ ek_hash_allowlist: [`${agent.ekHash}0`] }, /expected 64 hex digits/);
+    await refusedAtConfigure({ ek_hash_allowlist: [`0${agent.ekHash}`] }, /expected 64 hex digits/);
+  });
+  it('plugin_name ".." is refused because it is a path segment of agent IDs', async () => {
+    await refusedAtConfigure({ ...allow, plugin_name: '..' }, /must not be "\." or "\.\." \(it is a path segment of agent IDs\)/);
+  });
+  it('a policy file that cannot be read is refused on its own (a missing policy never means no policy)', async () => {
+    await refusedAtConfigure({ ...allow, policy_path: join(work, 'missing.yaml') }, /missing\.yaml/);
+  });
+  it('a policy that needs PCRs the selection does not quote', async () => {
+    await refusedAtConfigure({ ...allow, policy_path: policyPath, pcr_selection: 'sha256:0,1' }, /7/);
+  });
+  it('every message names the plugin', async () => {
+    for (const raw of [{}, { ...allow, pcr_selection: 'sha256:99' }, { ...allow, nonce_ttl: '0s' }]) {
+      const err = await new TpmServerAttestor(logger().log).configure(raw, core).catch((e) => e);
+      expect(err.message).toMatch(/^tpm server: /);
+    }
+    const err = await new TpmServerAttestor(logger().log).configure({ ...allow, pcr_selection: 'sha256:99' }, core).catch((e) => e);
+    expect(err.message).toMatch(/^tpm server: key "pcr_selection": /);
+  });
   it('an unknown key (a typo would silently drop a setting)', async () => {
     await refusedAtConfigure({ ...allow, require_eventlog: false }, /require_eventlog/);
   });
@@ -96,6 +117,20 @@ describe('Configure refuses what would weaken attestation', () => {
 });
 
 describe('Validate accepts a good configuration and Configure applies it', () => {
+  it('every documented mode can be set explicitly', async () => {
+    for (const extra of [{ policy_match: 'any' }, { policy_match: 'all' }, { policy_match: 'report' }, { legacy_agents: 'allow' }, { legacy_agents: 'deny' }, { enrolment: 'off' }]) {
+      await expect(new TpmServerAttestor(logger().log).configure({ ...allow, policy_path: policyPath, ...extra }, core)).resolves.toBeUndefined();
+    }
+  });
+  it('EK CAs alone are enough trust to configure', async () => {
+    const ca = join(process.cwd(), 'test/fixtures/ekcerts/ca/gce/tpm_ek_root_1.cer.der');
+    await expect(new TpmServerAttestor(logger().log).configure({ ek_ca_path: ca }, core)).resolves.toBeUndefined();
+    await expect(new TpmServerAttestor(logger().log).configure({ ek_ca_path: [ca] }, core)).resolves.toBeUndefined();
+  });
+  it('attesting before Configure says so', async () => {
+    const err = await new TpmServerAttestor(logger().log).attest(agent.payload(), agent.io()).catch((e) => e);
+    expect(err).toMatchObject({ code: 'ERR_NOT_CONFIGURED', grpcCode: GrpcCode.FAILED_PRECONDITION, message: 'tpm server attestor is not configured' });
+  });
   it('validate returns no notes and does not configure', async () => {
     const server = new TpmServerAttestor(logger().log);
     expect(await server.validate({ ...allow, policy_path: policyPath }, core)).toEqual([]);
