@@ -1,15 +1,15 @@
 import { describe, it, expect } from 'vitest';
-import { constants, createDecipheriv, createECDH, createHmac, privateDecrypt, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { AttestationRefused, GrpcCode, MalformedInput } from '../../src/errors.js';
 import {
-  checkAkAttributes, encodeCredentialFile, kdfa, kdfe, makeCredential, parseCredentialFile, secretsEqual, type Credential,
+  checkAkAttributes, encodeCredentialFile, kdfa, kdfe, makeCredential, parseCredentialFile, secretsEqual,
 } from '../../src/tpm/activation.js';
 import { HashAlg } from '../../src/tpm/alg.js';
-import { BytesReader, concatBytes, toHex } from '../../src/tpm/bytes.js';
+import { toHex } from '../../src/tpm/bytes.js';
 import { TPMA_OBJECT, TPM_ALG } from '../../src/tpm/constants.js';
 import { publicName, type TpmPublic } from '../../src/tpm/public.js';
 import { expectError } from './expect-error.js';
-import { AK_ATTRIBUTES, softEk, softKey, type SoftKey } from './soft-tpm.js';
+import { AK_ATTRIBUTES, softActivateCredential as activate, softEk, softKey } from './soft-tpm.js';
 
 const hex = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'hex'));
 const rng = (size: number): Uint8Array => new Uint8Array(randomBytes(size));
@@ -71,44 +71,6 @@ describe('KDFs', () => {
     expect(kdfa(HashAlg.SHA256, key, 'X', u, v, 12)[0]! & 0xf0).toBe(0);
   });
 });
-
-/** The TPM side of ActivateCredential, emulated with the EK private key. Returns the secret or throws. */
-function activate(ek: SoftKey, akName: Uint8Array, cred: Credential): Uint8Array {
-  const pub = ek.pub;
-  const H = pub.nameAlg;
-  let seed: Uint8Array;
-  if (pub.type === 'rsa') {
-    seed = new Uint8Array(
-      privateDecrypt(
-        { key: ek.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: H.name, oaepLabel: new TextEncoder().encode('IDENTITY\0') },
-        cred.encryptedSecret,
-      ),
-    );
-  } else {
-    const r = new BytesReader(cred.encryptedSecret, 'TPMS_ECC_POINT');
-    const x = r.tpm2b();
-    const y = r.tpm2b();
-    r.end();
-    const ecdh = createECDH(pub.curve.nodeName);
-    const jwk = ek.privateKey.export({ format: 'jwk' });
-    ecdh.setPrivateKey(Buffer.from(jwk.d!, 'base64url'));
-    const z = new Uint8Array(ecdh.computeSecret(concatBytes(Uint8Array.of(4), x, y)));
-    seed = kdfe(H, z, 'IDENTITY', x, pub.x, H.size * 8);
-  }
-  const r = new BytesReader(cred.idObject, 'TPM2B_ID_OBJECT');
-  const integrity = r.tpm2b();
-  const encIdentity = r.rest();
-  const hmacKey = kdfa(H, seed, 'INTEGRITY', new Uint8Array(0), new Uint8Array(0), H.size * 8);
-  const expected = createHmac(H.name, hmacKey).update(encIdentity).update(akName).digest();
-  if (expected.length !== integrity.length || !timingSafeEqual(expected, integrity)) throw new Error('integrity check failed');
-  const symKey = kdfa(H, seed, 'STORAGE', akName, new Uint8Array(0), pub.symmetric!.keyBits);
-  const d = createDecipheriv(`aes-${pub.symmetric!.keyBits}-cfb`, symKey, new Uint8Array(16));
-  const plain = concatBytes(new Uint8Array(d.update(encIdentity)), new Uint8Array(d.final()));
-  const pr = new BytesReader(plain, 'TPM2B_DIGEST');
-  const secret = Uint8Array.from(pr.tpm2b());
-  pr.end();
-  return secret;
-}
 
 describe('makeCredential', () => {
   const ak = softKey('rsa');

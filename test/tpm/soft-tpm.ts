@@ -2,9 +2,10 @@
  * Test-only software stand-ins for TPM objects: node key pairs wrapped in TPMT_PUBLIC areas, and quotes signed
  * with them. They let the verifiers be tested against structures built field by field (including broken ones).
  */
-import { constants, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { constants, createDecipheriv, createECDH, createHmac, generateKeyPairSync, privateDecrypt, sign, timingSafeEqual, type KeyObject } from 'node:crypto';
+import { kdfa, kdfe, type Credential } from '../../src/tpm/activation.js';
 import { HashAlg } from '../../src/tpm/alg.js';
-import { BytesWriter } from '../../src/tpm/bytes.js';
+import { BytesReader, BytesWriter, concatBytes } from '../../src/tpm/bytes.js';
 import { TPMA_OBJECT, TPM_ALG, TPM_GENERATED_VALUE, TPM_ST } from '../../src/tpm/constants.js';
 import { encodeTpmtPublic, ECC_CURVES, parseTpmtPublic, type PublicTemplate, type TpmPublic, type TpmScheme, type SymmetricDef } from '../../src/tpm/public.js';
 import type { PcrSelection } from '../../src/tpm/pcrs.js';
@@ -156,4 +157,42 @@ export function softQuote(ak: SoftKey, spec: QuoteSpec): { attestBytes: Uint8Arr
   const w = new BytesWriter();
   for (const v of spec.values) w.bytes(v);
   return { attestBytes, signatureBytes, pcrValues: w.finish() };
+}
+
+/** The TPM side of ActivateCredential, emulated with the EK private key. Returns the secret or throws. */
+export function softActivateCredential(ek: SoftKey, akName: Uint8Array, cred: Credential): Uint8Array {
+  const pub = ek.pub;
+  const H = pub.nameAlg;
+  let seed: Uint8Array;
+  if (pub.type === 'rsa') {
+    seed = new Uint8Array(
+      privateDecrypt(
+        { key: ek.privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: H.name, oaepLabel: new TextEncoder().encode('IDENTITY\0') },
+        cred.encryptedSecret,
+      ),
+    );
+  } else {
+    const r = new BytesReader(cred.encryptedSecret, 'TPMS_ECC_POINT');
+    const x = r.tpm2b();
+    const y = r.tpm2b();
+    r.end();
+    const ecdh = createECDH(pub.curve.nodeName);
+    const jwk = ek.privateKey.export({ format: 'jwk' });
+    ecdh.setPrivateKey(Buffer.from(jwk.d!, 'base64url'));
+    const z = new Uint8Array(ecdh.computeSecret(concatBytes(Uint8Array.of(4), x, y)));
+    seed = kdfe(H, z, 'IDENTITY', x, pub.x, H.size * 8);
+  }
+  const r = new BytesReader(cred.idObject, 'TPM2B_ID_OBJECT');
+  const integrity = r.tpm2b();
+  const encIdentity = r.rest();
+  const hmacKey = kdfa(H, seed, 'INTEGRITY', new Uint8Array(0), new Uint8Array(0), H.size * 8);
+  const expected = createHmac(H.name, hmacKey).update(encIdentity).update(akName).digest();
+  if (expected.length !== integrity.length || !timingSafeEqual(expected, integrity)) throw new Error('integrity check failed');
+  const symKey = kdfa(H, seed, 'STORAGE', akName, new Uint8Array(0), pub.symmetric!.keyBits);
+  const d = createDecipheriv(`aes-${pub.symmetric!.keyBits}-cfb`, symKey, new Uint8Array(16));
+  const plain = concatBytes(new Uint8Array(d.update(encIdentity)), new Uint8Array(d.final()));
+  const pr = new BytesReader(plain, 'TPM2B_DIGEST');
+  const secret = Uint8Array.from(pr.tpm2b());
+  pr.end();
+  return secret;
 }

@@ -1,0 +1,109 @@
+/**
+ * Security property: every attestation decision leaves exactly one structured audit line saying who (agent ID, EK
+ * hash, the unauthenticated host hint kept apart), what (outcome, policies passed and failed) and why (code, rule,
+ * reason), including failures that are not our typed errors; and the legacy spire-tpm-plugin payload is recognised
+ * and judged by its own rules. In-process with soft TPMs.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GrpcCode } from '../../src/errors.js';
+import { TpmServerAttestor } from '../../src/nodeattestor/server.js';
+import { createLogger } from '../../src/plugin/log.js';
+import { EventType } from '../../src/tpm/eventlog-types.js';
+import { ascii, buildAgileLog, extend, hash } from '../tpm/eventlog-builder.js';
+import { SoftAgent } from './soft-agent.js';
+
+const core = { trustDomain: 'example.org' };
+// One firmware event in PCR 0, so policies have a verified log to judge; every other PCR is at reset.
+const EVENT = { pcr: 0, type: EventType.EV_S_CRTM_VERSION, data: ascii('firmware 1.0') };
+const agent = new SoftAgent({ pcrs: new Map([[0, extend('sha256', new Uint8Array(32), hash('sha256', EVENT.data))]]) });
+const LOG = buildAgileLog([EVENT], ['sha256']);
+let work: string;
+let policies: string;
+
+beforeAll(() => {
+  work = mkdtempSync(join(tmpdir(), 'server-audit-'));
+  policies = join(work, 'policies.yaml');
+  // PCR 7 of the soft TPM is at reset: "zero7" passes, "ones0" cannot.
+  writeFileSync(
+    policies,
+    `policies:\n  - name: zero7\n    pcrs:\n      sha256:\n        "7": "${'00'.repeat(32)}"\n  - name: ones0\n    pcrs:\n      sha256:\n        "0": "${'11'.repeat(32)}"\n`,
+  );
+});
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+async function decide(config: Record<string, unknown>, io = agent.io(), payload = agent.payload({ event_log: LOG })) {
+  const lines: Record<string, unknown>[] = [];
+  const server = new TpmServerAttestor(createLogger({ module: 'test', level: 'debug', sink: (l) => lines.push(JSON.parse(l)) }));
+  await server.configure({ ek_hash_allowlist: [agent.ekHash], require_event_log: false, ...config }, core);
+  const result = await server.attest(payload, io).catch((e: Error) => e);
+  const decisions = lines.filter((l) => l['@message'] === 'Attestation decision');
+  expect(decisions, 'exactly one audit line per decision').toHaveLength(1);
+  return { result, decision: decisions[0]! };
+}
+
+const agentId = `spiffe://example.org/spire/agent/tpm/${agent.ekHash}`;
+
+describe('one audit line per decision', () => {
+  it('an admitted node: info, who it is, the unauthenticated host hint, how long it took', async () => {
+    const { result, decision } = await decide({}, { ...agent.io(), untrustedForwardedHost: 'edge-17.example' });
+    expect(result).toMatchObject({ spiffeId: agentId });
+    expect(decision).toMatchObject({ '@level': 'info', outcome: 'accepted', agent_id: agentId, ek_hash: agent.ekHash, node_hint: 'edge-17.example' });
+    expect(decision['duration_ms']).toEqual(expect.any(Number));
+    expect(decision['duration_ms']).toBeGreaterThanOrEqual(0);
+    expect(decision['duration_ms']).toBeLessThan(60_000);
+    expect(decision['policy_match']).toBeUndefined();
+    expect(decision['policies']).toBeUndefined();
+    expect(decision['code']).toBeUndefined();
+  });
+  it('policies: the ones passed become selectors and are audited, the failed ones are named with their rule', async () => {
+    const { result, decision } = await decide({ policy_path: policies });
+    expect((result as { selectorValues: readonly string[] }).selectorValues).toContain('policy:zero7');
+    expect((result as { selectorValues: readonly string[] }).selectorValues).not.toContain('policy:ones0');
+    expect(decision).toMatchObject({ outcome: 'accepted', policy_match: 'any', policies: 'zero7' });
+    expect(decision['policies_failed']).toMatch(/^ones0: pcr sha256:0 \(observed [0-9a-f]{64}, expected 1{64}\)$/);
+  });
+  it('several passed policies are audited as a comma-separated list', async () => {
+    const two = join(work, 'two.yaml');
+    writeFileSync(two, `policies:\n  - name: zero7\n    pcrs:\n      sha256:\n        "7": "${'00'.repeat(32)}"\n  - name: zero6\n    pcrs:\n      sha256:\n        "6": "${'00'.repeat(32)}"\n`);
+    const { decision } = await decide({ policy_path: two });
+    expect(decision).toMatchObject({ outcome: 'accepted', policies: 'zero7,zero6' });
+  });
+  it('a refused node\'s audit line also has a sane duration', async () => {
+    const { decision } = await decide({}, agent.io({ response: () => ({ secret: new Uint8Array(32) }) }));
+    expect(decision['outcome']).toBe('refused');
+    expect(decision['duration_ms']).toBeGreaterThanOrEqual(0);
+    expect(decision['duration_ms']).toBeLessThan(60_000);
+  });
+  it('a refusal by policy: warn, the code, the rule and the reason', async () => {
+    const { result, decision } = await decide({ policy_path: policies, policy_match: 'all' });
+    expect(result).toMatchObject({ code: 'ERR_POLICY_VIOLATION', grpcCode: GrpcCode.PERMISSION_DENIED });
+    expect(decision).toMatchObject({ '@level': 'warn', outcome: 'refused', code: 'ERR_POLICY_VIOLATION', rule: 'pcr sha256:0', agent_id: agentId });
+    expect(decision['reason']).toBe((result as Error).message);
+    expect(decision['policies_failed']).toMatch(/^ones0: /);
+  });
+  it('a failure that is not one of our errors (the agent stream broke) is audited as ERR_INTERNAL with its message', async () => {
+    const io = { signal: new AbortController().signal, challenge: () => Promise.reject(new Error('stream reset by peer')) };
+    const { result, decision } = await decide({}, io);
+    expect(result).toBeInstanceOf(Error);
+    expect(decision).toMatchObject({ '@level': 'warn', outcome: 'refused', code: 'ERR_INTERNAL', reason: 'stream reset by peer', agent_id: agentId });
+    expect(decision['rule']).toBeUndefined();
+  });
+  it('a refusal whose rule is not a string carries no rule field', async () => {
+    const { decision } = await decide({}, agent.io(), new TextEncoder().encode('{"v":1}'));
+    expect(decision).toMatchObject({ outcome: 'refused', code: 'ERR_WIRE_FIELD' });
+    expect(decision['rule']).toBeUndefined();
+    expect(decision['ek_hash']).toBeUndefined(); // nothing parsed, nothing claimed
+  });
+});
+
+describe('a spire-tpm-plugin payload is judged as one', () => {
+  it('it is parsed by the legacy rules (its errors name that format) and audited as a legacy agent', async () => {
+    const { result, decision } = await decide({ legacy_agents: 'allow' }, agent.io(), new TextEncoder().encode('{"EK":"not pem","AK":{}}'));
+    expect(result).toMatchObject({ grpcCode: GrpcCode.INVALID_ARGUMENT });
+    expect((result as Error).message).toMatch(/legacy attestation payload \(spire-tpm-plugin\)/);
+    expect(decision).toMatchObject({ outcome: 'refused', legacy_agent: true });
+  });
+});
