@@ -20,6 +20,20 @@ export const mutationTests = {
     'test/tpm/eventlog.test.ts',
     'test/policy/policy.test.ts',
   ],
+  // The in-process tests only: the swtpm suites' beforeAll hooks would re-run for every mutant (hours per file).
+  'src/tpm/quote.ts': ['test/tpm/quote.test.ts', 'test/tpm/quote-refusals-explain-the-check.test.ts'],
+  'src/tpm/activation.ts': [
+    'test/tpm/activation.test.ts',
+    'test/tpm/activation-binds-only-sound-keys.test.ts',
+    'test/nodeattestor/server-refuses-forged-evidence.test.ts',
+  ],
+  'src/nodeattestor/server.ts': [
+    'test/nodeattestor/server-audits-every-decision.test.ts',
+    'test/nodeattestor/server-boot-facts-per-node.test.ts',
+    'test/nodeattestor/server-challenge-lifetime.test.ts',
+    'test/nodeattestor/server-config-fails-closed.test.ts',
+    'test/nodeattestor/server-refuses-forged-evidence.test.ts',
+  ],
 };
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
