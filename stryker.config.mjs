@@ -33,6 +33,7 @@ export const mutationTests = {
     'test/nodeattestor/server-challenge-lifetime.test.ts',
     'test/nodeattestor/server-config-fails-closed.test.ts',
     'test/nodeattestor/server-refuses-forged-evidence.test.ts',
+    'test/nodeattestor/server-ima-refuses-what-pcr10-does-not-show.test.ts',
   ],
 };
 

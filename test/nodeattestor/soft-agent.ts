@@ -21,7 +21,7 @@ export interface SoftAgentOptions {
 }
 
 type PayloadFields = Partial<Parameters<typeof encodePayload>[0]>;
-type ResponseFields = { [K in keyof Omit<ChallengeResponse, 'v'>]?: Uint8Array };
+type ResponseFields = { [K in keyof Omit<ChallengeResponse, 'v'>]?: NonNullable<ChallengeResponse[K]> extends Uint8Array ? Uint8Array : ChallengeResponse[K] };
 
 /** What a forging agent changes in its answer; `challenge` is what the server sent, decoded. */
 export interface Forgery {
@@ -76,8 +76,8 @@ export class SoftAgent {
     };
     const q = softQuote(forgery.signer ?? this.ak, spec);
     const honest: ResponseFields = { secret, attest: q.attestBytes, signature: q.signatureBytes, pcr_values: q.pcrValues };
-    const { secret: s, attest, signature, pcr_values, ima_log } = { ...honest, ...forgery.response?.(challenge, honest) };
-    return encodeResponse({ secret: s!, attest: attest!, signature: signature!, pcr_values: pcr_values!, ima_log });
+    const { secret: s, attest, signature, pcr_values, ima_log, ima_offset, ima_total } = { ...honest, ...forgery.response?.(challenge, honest) };
+    return encodeResponse({ secret: s!, attest: attest!, signature: signature!, pcr_values: pcr_values!, ima_log, ima_offset, ima_total });
   }
 
   /** Server-side io for one Attest stream answered by this agent. */
