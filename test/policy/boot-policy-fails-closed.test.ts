@@ -41,7 +41,8 @@ const known = <T>(fact: { known: true; value: T } | { known: false; reason: stri
   if (!fact.known) throw new Error(`fixture fact is unknown: ${fact.reason}`);
   return fact.value;
 };
-const anyDigest = (digests: HexDigests): string => [...digests.values()][0]!;
+// A collision-resistant bank's digest: a SHA-1 digest never allows anything (src/tpm/pcr-integrity.ts).
+const anyDigest = (digests: HexDigests): string => digests.get('sha256') ?? digests.get('sha384') ?? [...digests.values()][0]!;
 
 // sb enabled, 3 boot applications, 1 command line, 2 PCR 9 files, GRUB, banks sha1/sha256/sha384
 const golden = evidence('gtt-cos-85-amd-sev');
@@ -148,11 +149,13 @@ describe('every measured item must be allowed', () => {
     expect(withoutFirst.map((v) => v.rule)).toEqual([`boot_applications (event ${first.sequence})`]);
   });
 
-  it('an application is allowed by its digest in any verified bank', () => {
-    for (const bank of ['sha1', 'sha256', 'sha384']) {
+  it('an application is allowed by its digest in any verified collision-resistant bank, never by its SHA-1 digest', () => {
+    for (const bank of ['sha256', 'sha384']) {
       const allowed = goldenApps.map((a) => a.digests.get(bank)!);
       expect(checkPolicy(policy({ boot_applications: allowed }), golden.facts, golden.verified), bank).toEqual([]);
     }
+    const bySha1 = checkPolicy(policy({ boot_applications: goldenApps.map((a) => a.digests.get('sha1')!) }), golden.facts, golden.verified);
+    expect(bySha1.map((v) => v.rule)).toEqual(goldenApps.map((a) => `boot_applications (event ${a.sequence})`));
   });
 
   it('an application with no verified digest is never allowed', () => {

@@ -156,7 +156,7 @@ describe('a missing PID, a bad PID and an unreadable file are told apart', () =>
     const e = thrown(() => p.exe(6, 0));
     expect(e).toBeInstanceOf(PreconditionFailed);
     expect(e.message).toBe('pid 6: cannot open executable');
-    expect([e.fields, e.cause?.code]).toEqual([{ pid: 6 }, 'ENOENT']);
+    expect([e.fields, e.cause?.code]).toEqual([{ pid: 6, file: 'exe' }, 'ENOENT']);
   });
   it('the proc root is configurable: a tree elsewhere is read, not /proc', () => {
     const root = join(dir.path, 'elsewhere');
