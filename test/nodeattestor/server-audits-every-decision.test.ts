@@ -4,7 +4,7 @@
  * reason), including failures that are not our typed errors; and the legacy spire-tpm-plugin payload is recognised
  * and judged by its own rules. In-process with soft TPMs.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -105,5 +105,32 @@ describe('a spire-tpm-plugin payload is judged as one', () => {
     expect(result).toMatchObject({ grpcCode: GrpcCode.INVALID_ARGUMENT });
     expect((result as Error).message).toMatch(/legacy attestation payload \(spire-tpm-plugin\)/);
     expect(decision).toMatchObject({ outcome: 'refused', legacy_agent: true });
+  });
+});
+
+describe('the same decision as a decision event (what the revoker acts on)', () => {
+  const readEvents = async (path: string, n: number): Promise<Record<string, any>[]> => {
+    for (let i = 0; i < 200; i++) {
+      const lines = existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean) : [];
+      if (lines.length >= n) return lines.map((l) => JSON.parse(l) as Record<string, any>);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`fewer than ${n} decision events in ${path}`);
+  };
+
+  it('an admitted node is an accepted event naming it and the policies it passed; a refused one a refused event with the code', async () => {
+    const path = join(work, 'events-accepted.jsonl');
+    await decide({ policy_path: policies, decision_events: { file: { path } } });
+    const [accepted] = await readEvents(path, 1);
+    expect(accepted).toMatchObject({ type: 'spire-edge.attestation.decision', outcome: 'accepted', agent_id: agentId, ek_hash: agent.ekHash });
+    expect(accepted!['policies'].passed).toEqual(['zero7']);
+    expect(accepted!['policies'].failed.map((f: { policy: string }) => f.policy)).toEqual(['ones0']);
+
+    const refusedPath = join(work, 'events-refused.jsonl');
+    await decide({ decision_events: { file: { path: refusedPath } } }, agent.io({ response: () => ({ secret: new Uint8Array(32) }) }));
+    const [refused] = await readEvents(refusedPath, 1);
+    expect(refused).toMatchObject({ outcome: 'refused', status: 'contraindicated' });
+    expect(refused!['code']).toMatch(/^ERR_/);
+    expect(refused!['outcome']).not.toBe('accepted');
   });
 });
