@@ -14,6 +14,7 @@ import { EventType } from '../../src/tpm/eventlog-types.js';
 import {
   ascii, buildAgileLog, EFI_GLOBAL_VARIABLE_BYTES, extend, hash, secureBootVariable, uefiVariableData, type Bank, type SyntheticEvent,
 } from '../tpm/eventlog-builder.js';
+import { sha256SignatureList as signatureList, separatorEvent as separator, pcr7ConfigEvent as config, IMAGE_DB_GUID } from '../tpm/eventlog-builder.js';
 import { softEk, softKey } from '../tpm/soft-tpm.js';
 import { SoftAgent } from './soft-agent.js';
 
@@ -41,20 +42,6 @@ function node(events: readonly SyntheticEvent[], extra?: ReadonlyMap<number, Uin
   return { agent, payload: agent.payload({ event_log: buildAgileLog(events, banks) }) };
 }
 
-const separator = (pcr: number): SyntheticEvent => ({ pcr, type: EventType.EV_SEPARATOR, data: new Uint8Array(4) });
-const config = (data: Uint8Array): SyntheticEvent => ({ pcr: 7, type: EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, data });
-const IMAGE_DB_GUID = Uint8Array.from([0xcb, 0xb2, 0x19, 0xd7, 0x3a, 0x3d, 0x96, 0x45, 0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f]);
-const CERT_SHA256_GUID = Uint8Array.from([0x26, 0x16, 0xc4, 0xc1, 0x4c, 0x50, 0x92, 0x40, 0xac, 0xa9, 0x41, 0xf9, 0x36, 0x93, 0x43, 0x28]);
-/** One EFI_SIGNATURE_LIST with one SHA-256 entry (UEFI 2.x §32.4.1). */
-function signatureList(fill: number): Uint8Array {
-  const out = Buffer.alloc(28 + 16 + 32);
-  out.set(CERT_SHA256_GUID, 0);
-  out.writeUInt32LE(out.length, 16);
-  out.writeUInt32LE(0, 20);
-  out.writeUInt32LE(48, 24);
-  out.fill(fill, 28 + 16);
-  return new Uint8Array(out);
-}
 /** PCR 7 of a Secure Boot platform: SecureBoot, PK, KEK, db, separator, the authority that verified the loader. */
 const pcr7 = (enabled: boolean): SyntheticEvent[] => [
   config(secureBootVariable(enabled)),

@@ -1,6 +1,7 @@
 /** Test helper: builds synthetic TCG PC Client event logs (TCG PC Client PFP §10.2) byte by byte. */
 import { createHash } from 'node:crypto';
 import { BytesWriter } from '../../src/tpm/bytes.js';
+import { EventType } from '../../src/tpm/eventlog-types.js';
 
 export const ALG = { sha1: 0x0004, sha256: 0x000b, sha384: 0x000c, sha512: 0x000d } as const;
 export type Bank = keyof typeof ALG;
@@ -92,3 +93,24 @@ export const EFI_GLOBAL_VARIABLE_BYTES = Uint8Array.from([
 export function secureBootVariable(enabled: boolean): Uint8Array {
   return uefiVariableData(EFI_GLOBAL_VARIABLE_BYTES, 'SecureBoot', Uint8Array.of(enabled ? 1 : 0));
 }
+
+/** EFI_IMAGE_SECURITY_DATABASE_GUID d719b2cb-3d3a-4596-a3bc-dad00e67656f (db, dbx) in EFI_GUID byte order. */
+export const IMAGE_DB_GUID = Uint8Array.from([0xcb, 0xb2, 0x19, 0xd7, 0x3a, 0x3d, 0x96, 0x45, 0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f]);
+/** EFI_CERT_SHA256_GUID c1c41626-504c-4092-aca9-41f936934328 in EFI_GUID byte order. */
+export const CERT_SHA256_GUID = Uint8Array.from([0x26, 0x16, 0xc4, 0xc1, 0x4c, 0x50, 0x92, 0x40, 0xac, 0xa9, 0x41, 0xf9, 0x36, 0x93, 0x43, 0x28]);
+
+/** One EFI_SIGNATURE_LIST holding one SHA-256 entry (owner GUID zero, hash bytes all `fill`; UEFI 2.x §32.4.1). */
+export function sha256SignatureList(fill: number): Uint8Array {
+  const out = Buffer.alloc(28 + 16 + 32);
+  out.set(CERT_SHA256_GUID, 0);
+  out.writeUInt32LE(out.length, 16);
+  out.writeUInt32LE(0, 20);
+  out.writeUInt32LE(48, 24);
+  out.fill(fill, 28 + 16);
+  return new Uint8Array(out);
+}
+
+/** A normal EV_SEPARATOR (data 00000000) in `pcr`. */
+export const separatorEvent = (pcr: number): SyntheticEvent => ({ pcr, type: EventType.EV_SEPARATOR, data: new Uint8Array(4) });
+/** An EV_EFI_VARIABLE_DRIVER_CONFIG event in PCR 7. */
+export const pcr7ConfigEvent = (data: Uint8Array): SyntheticEvent => ({ pcr: 7, type: EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, data });

@@ -9,21 +9,10 @@ import { EventType } from '../../src/tpm/eventlog-types.js';
 import { computePcrs, replayEventLog } from '../../src/tpm/replay.js';
 import { deriveSecureBootFacts } from '../../src/tpm/secureboot.js';
 import { buildAgileLog, EFI_GLOBAL_VARIABLE_BYTES, secureBootVariable, uefiVariableData, type SyntheticEvent } from './eventlog-builder.js';
+import { sha256SignatureList as signatureList, pcr7ConfigEvent as config, IMAGE_DB_GUID } from './eventlog-builder.js';
 
-const IMAGE_DB_GUID = Uint8Array.from([0xcb, 0xb2, 0x19, 0xd7, 0x3a, 0x3d, 0x96, 0x45, 0xa3, 0xbc, 0xda, 0xd0, 0x0e, 0x67, 0x65, 0x6f]);
 /** SHIM_LOCK_GUID 605dab50-e046-4300-abb6-3dd810dd8b23 in EFI_GUID byte order. */
 const SHIM_LOCK_GUID = Uint8Array.from([0x50, 0xab, 0x5d, 0x60, 0x46, 0xe0, 0x00, 0x43, 0xab, 0xb6, 0x3d, 0xd8, 0x10, 0xdd, 0x8b, 0x23]);
-const CERT_SHA256_GUID = Uint8Array.from([0x26, 0x16, 0xc4, 0xc1, 0x4c, 0x50, 0x92, 0x40, 0xac, 0xa9, 0x41, 0xf9, 0x36, 0x93, 0x43, 0x28]);
-function signatureList(fill: number): Uint8Array {
-  const out = Buffer.alloc(28 + 16 + 32);
-  out.set(CERT_SHA256_GUID, 0);
-  out.writeUInt32LE(out.length, 16);
-  out.writeUInt32LE(0, 20);
-  out.writeUInt32LE(48, 24);
-  out.fill(fill, 28 + 16);
-  return new Uint8Array(out);
-}
-const config = (data: Uint8Array): SyntheticEvent => ({ pcr: 7, type: EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, data });
 const authority = (guid: Uint8Array, name: string): SyntheticEvent => ({ pcr: 7, type: EventType.EV_EFI_VARIABLE_AUTHORITY, data: uefiVariableData(guid, name, new Uint8Array(48).fill(3)) });
 const separator: SyntheticEvent = { pcr: 7, type: EventType.EV_SEPARATOR, data: new Uint8Array(4) };
 const keys = [
