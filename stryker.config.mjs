@@ -34,6 +34,9 @@ export const mutationTests = {
     'test/nodeattestor/server-config-fails-closed.test.ts',
     'test/nodeattestor/server-refuses-forged-evidence.test.ts',
     'test/nodeattestor/server-ima-refuses-what-pcr10-does-not-show.test.ts',
+    'test/nodeattestor/server-trusts-only-verified-ek-chains.test.ts',
+    'test/nodeattestor/server-admits-legacy-agents-only-as-legacy.test.ts',
+    'test/nodeattestor/server-admits-only-approved-nodes.test.ts',
   ],
 };
 

@@ -77,13 +77,15 @@ function verifyStaticMutants(file, report, tests) {
   const offset = ({ line, column }) => lineStarts[line - 1] + column - 1;
   const vitest = join(root, 'node_modules/vitest/vitest.mjs');
   console.log(`   ${candidates.length} static mutant(s): applying each and running ${tests.length} test file(s)`);
-  for (const mutant of candidates) {
+  for (const [i, mutant] of candidates.entries()) {
     const mutated = source.slice(0, offset(mutant.location.start)) + mutant.replacement + source.slice(offset(mutant.location.end));
     writeFileSync(join(scratch, file), mutated);
     const run = spawnSync(process.execPath, [vitest, 'run', ...tests], { cwd: scratch, stdio: 'ignore', timeout: STATIC_TEST_TIMEOUT_MS });
     mutant.status = run.status === 0 ? 'Survived' : run.error ? 'Timeout' : 'Killed';
     mutant.statusReason = 'static: applied by scripts/mutate.mjs';
     mutant.static = true;
+    const { line, column } = mutant.location.start;
+    console.log(`   static ${i + 1}/${candidates.length} ${line}:${column} ${mutant.mutatorName}: ${mutant.status}`);
   }
   rmSync(scratch, { recursive: true, force: true });
 }

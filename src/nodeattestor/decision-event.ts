@@ -222,8 +222,3 @@ export function buildDecisionEvent(input: DecisionInput): DecisionEvent {
     ear,
   };
 }
-
-/** Audit-line form of the policy report: "name: rule, rule; name: rule". */
-export function describeFailedPolicies(failed: readonly FailedPolicy[]): string | undefined {
-  return failed.length ? failed.map((f) => `${f.policy}: ${f.rules.join(', ')}`).join('; ') : undefined;
-}

@@ -30,6 +30,7 @@ import { ekPubHash, hierarchyQualifiedName, parseTpm2bPublic, publicName, public
 import { verifyQuote, type QuotedPcrs } from '../tpm/quote.js';
 import { replayEventLog, type VerifiedEvents } from '../tpm/replay.js';
 import { SpiffeId, TrustDomain } from '../spiffe/trust-domain.js';
+import { toHex } from '../tpm/bytes.js';
 import { EkTrust, type TrustedEk } from './ek-trust.js';
 import { BoundedCache } from './bounded-cache.js';
 import { nodeSelectors } from './selectors.js';
@@ -37,7 +38,7 @@ import { checkNodeIma, imaConfigShape, loadImaGate, offerImaOffset, type ImaGate
 import { decodePayload, decodeResponse, encodeChallenge } from './wire.js';
 import { attestLegacyAgent } from './legacy-attest.js';
 import { isLegacyPayload } from './legacy-wire.js';
-import { describeFailedPolicies, type PolicyReport } from './decision-event.js';
+import type { PolicyReport } from './decision-event.js';
 import { DecisionEvents, decisionEventsSchema, recordDecision } from './event-sinks.js';
 import { EnrolmentGate } from './enrolment.js';
 
@@ -201,7 +202,6 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       this.#log.info('Attestation decision', {
         ...audit,
         outcome: 'accepted',
-        policies_failed: audit['policies_failed'] ?? describeFailedPolicies(policies.failed),
         duration_ms: Math.round(performance.now() - started),
       });
       recordDecision(state.events, this.#log, { ...event, outcome: 'accepted', decidedAt: this.#now() });
@@ -212,7 +212,6 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       this.#log.warn('Attestation decision', {
         ...audit,
         outcome: 'refused',
-        policies_failed: audit['policies_failed'] ?? describeFailedPolicies(policies.failed),
         code: isAttestorError(err) ? err.code : 'ERR_INTERNAL',
         rule: typeof fields['rule'] === 'string' ? fields['rule'] : undefined,
         reason: (err as Error).message,
@@ -315,7 +314,7 @@ export class TpmServerAttestor implements ServerNodeAttestor {
         if (state.config.require_event_log) {
           throw new AttestationRefused(
             'ERR_EVENTLOG_VERIFIES_NOTHING',
-            `node ${node}: the event log (${eventLog.format}, banks ${eventLog.banks.join(',') || 'none'}) replays none of the quoted PCRs (${state.selection.toString()}) and require_event_log is on`,
+            `node ${node}: the event log (${eventLog.format}, banks ${eventLog.banks.join(',')}) replays none of the quoted PCRs (${state.selection.toString()}) and require_event_log is on`,
             { fields: { rule: 'require_event_log' } },
           );
         }
@@ -370,14 +369,14 @@ export class TpmServerAttestor implements ServerNodeAttestor {
       });
     }
     this.#pendingChallenges.set(ekHash, pending + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const left = (this.#pendingChallenges.get(ekHash) ?? 1) - 1;
-      if (left <= 0) this.#pendingChallenges.delete(ekHash);
-      else this.#pendingChallenges.set(ekHash, left);
-    };
+    return () => this.#releaseChallenge(ekHash);
+  }
+
+  /** Called once per reserved challenge, from the `finally` around it. */
+  #releaseChallenge(ekHash: string): void {
+    const left = (this.#pendingChallenges.get(ekHash) ?? 0) - 1;
+    if (left > 0) this.#pendingChallenges.set(ekHash, left);
+    else this.#pendingChallenges.delete(ekHash);
   }
 }
 
@@ -403,22 +402,13 @@ async function withinTtl(response: Promise<Uint8Array>, ttlMs: number, node: str
 }
 
 /**
- * Same log bytes, the same verified PCRs and quirks, and the same explained and unexplained quoted PCRs give the same
- * facts. (The last two matter: a quoted PCR with no event may be at reset on one node and extended on another, and
- * only the second must make its facts unknown.)
+ * Boot facts are a pure function of the verified events and of which quoted PCRs are unexplained. For one
+ * configuration (one PCR selection, which a verified quote matches exactly) and the same log bytes, those differ
+ * between nodes in only two ways: a firmware workaround the replay needed (it adds events), and a quoted PCR without
+ * events that is at reset on one node and extended on another (only the second must make its facts unknown). Every
+ * other quoted PCR with events replayed, or the replay refused the node.
  */
 function bootFactsKey(logBytes: Uint8Array, verified: VerifiedEvents): string {
-  const sorted = (set: Iterable<number>) => [...new Set(set)].sort((a, b) => a - b).join(',');
-  const pcrs = sorted(verified.events.map((e) => e.pcrIndex));
-  const quirks = verified.appliedQuirks.map((q) => `${q.id}@${q.pcrIndex}`).join(',');
-  const quoted = [...verified.quotedPcrs].map(([bank, values]) => `${bank}:${sorted(values.keys())}`).join('+');
-  return [
-    createHash('sha256').update(logBytes).digest('hex'),
-    verified.events.length,
-    pcrs,
-    quirks,
-    `explained ${sorted(verified.explainedPcrs)}`,
-    `unexplained ${sorted(verified.unexplainedPcrs)}`,
-    quoted,
-  ].join('|');
+  const quirks = verified.appliedQuirks.map((q) => [q.id, q.pcrIndex]);
+  return JSON.stringify([toHex(createHash('sha256').update(logBytes).digest()), quirks, [...verified.unexplainedPcrs]]);
 }

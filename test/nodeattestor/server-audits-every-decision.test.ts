@@ -4,15 +4,17 @@
  * reason), including failures that are not our typed errors; and the legacy spire-tpm-plugin payload is recognised
  * and judged by its own rules. In-process with soft TPMs.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcCode } from '../../src/errors.js';
 import { TpmServerAttestor } from '../../src/nodeattestor/server.js';
 import { createLogger } from '../../src/plugin/log.js';
-import { EventType } from '../../src/tpm/eventlog-types.js';
-import { ascii, buildAgileLog, extend, hash } from '../tpm/eventlog-builder.js';
+import { EventType, EXIT_BOOT_SERVICES_INVOCATION, EXIT_BOOT_SERVICES_RETURNED } from '../../src/tpm/eventlog-types.js';
+import { agileEvent, ALG, ascii, buildAgileLog, concat, extend, hash } from '../tpm/eventlog-builder.js';
+import { BytesWriter } from '../../src/tpm/bytes.js';
+import { SPEC_ID_VENDOR_INFO_PAST_EVENT_SIZE } from '../../src/tpm/eventlog.js';
 import { SoftAgent } from './soft-agent.js';
 
 const core = { trustDomain: 'example.org' };
@@ -41,7 +43,7 @@ async function decide(config: Record<string, unknown>, io = agent.io(), payload 
   const result = await server.attest(payload, io).catch((e: Error) => e);
   const decisions = lines.filter((l) => l['@message'] === 'Attestation decision');
   expect(decisions, 'exactly one audit line per decision').toHaveLength(1);
-  return { result, decision: decisions[0]! };
+  return { result, decision: decisions[0]!, lines };
 }
 
 const agentId = `spiffe://example.org/spire/agent/tpm/${agent.ekHash}`;
@@ -57,6 +59,8 @@ describe('one audit line per decision', () => {
     expect(decision['policy_match']).toBeUndefined();
     expect(decision['policies']).toBeUndefined();
     expect(decision['code']).toBeUndefined();
+    expect(decision['quirks'], 'a log that replays as it is used no firmware workaround').toBeUndefined();
+    expect(decision['policies_failed'], 'no policy configured, none failed').toBeUndefined();
   });
   it('policies: the ones passed become selectors and are audited, the failed ones are named with their rule', async () => {
     const { result, decision } = await decide({ policy_path: policies });
@@ -99,6 +103,40 @@ describe('one audit line per decision', () => {
   });
 });
 
+describe('a firmware workaround the replay needed is audited', () => {
+  // PCR 5 holds a logged separator, then the two "Exit Boot Services" actions the firmware extended but did not log.
+  const separator5 = { pcr: 5, type: EventType.EV_SEPARATOR, data: new Uint8Array(4) };
+  const afterSeparator = extend('sha256', new Uint8Array(32), hash('sha256', separator5.data));
+  const pcr5 = [EXIT_BOOT_SERVICES_INVOCATION, EXIT_BOOT_SERVICES_RETURNED].reduce((pcr, text) => extend('sha256', pcr, hash('sha256', ascii(text))), afterSeparator);
+  const quirky = new SoftAgent({ ek: agent.ek, ak: agent.ak, pcrs: new Map([[0, extend('sha256', new Uint8Array(32), hash('sha256', EVENT.data))], [5, pcr5]]) });
+
+  it('a log missing the Exit Boot Services actions replays only with that workaround, and the decision line names it', async () => {
+    const { result, decision } = await decide({}, quirky.io(), quirky.payload({ event_log: buildAgileLog([EVENT, separator5], ['sha256']) }));
+    expect(result).toMatchObject({ spiffeId: agentId });
+    expect(decision).toMatchObject({ outcome: 'accepted', quirks: 'exit-boot-services-unlogged' });
+  });
+  it('a parse workaround and a replay workaround are both named, in that order', async () => {
+    // The Spec ID event's vendorInfo (4 bytes) runs past its declared eventSize (37), as tpm2-tools' fixture does.
+    const specIdHead = new BytesWriter()
+      .bytes(ascii('Spec ID Event03\0'))
+      .u32le(0).u8(0).u8(2).u8(0).u8(2)
+      .u32le(1).u16le(ALG.sha256).u16le(32)
+      .u8(4)
+      .finish();
+    const first = new BytesWriter().u32le(0).u32le(EventType.EV_NO_ACTION).bytes(new Uint8Array(20)).u32le(specIdHead.length).bytes(specIdHead).bytes(Uint8Array.of(0xde, 0xad, 0xbe, 0xef)).finish();
+    const events = [EVENT, separator5].map((e) => agileEvent(e.pcr, e.type, [{ id: ALG.sha256, digest: hash('sha256', e.data) }], e.data));
+    const { result, decision } = await decide({}, quirky.io(), quirky.payload({ event_log: concat([first, ...events]) }));
+    expect(result).toMatchObject({ spiffeId: agentId });
+    expect(decision['quirks']).toBe(`${SPEC_ID_VENDOR_INFO_PAST_EVENT_SIZE},exit-boot-services-unlogged`);
+  });
+  it('the same log against a TPM whose PCR 5 has only the separator needs no workaround', async () => {
+    const plain = new SoftAgent({ ek: agent.ek, ak: agent.ak, pcrs: new Map([[0, extend('sha256', new Uint8Array(32), hash('sha256', EVENT.data))], [5, afterSeparator]]) });
+    const { decision } = await decide({}, plain.io(), plain.payload({ event_log: buildAgileLog([EVENT, separator5], ['sha256']) }));
+    expect(decision).toMatchObject({ outcome: 'accepted' });
+    expect(decision['quirks']).toBeUndefined();
+  });
+});
+
 describe('a spire-tpm-plugin payload is judged as one', () => {
   it('it is parsed by the legacy rules (its errors name that format) and audited as a legacy agent', async () => {
     const { result, decision } = await decide({ legacy_agents: 'allow' }, agent.io(), new TextEncoder().encode('{"EK":"not pem","AK":{}}'));
@@ -132,5 +170,21 @@ describe('the same decision as a decision event (what the revoker acts on)', () 
     expect(refused).toMatchObject({ outcome: 'refused', status: 'contraindicated' });
     expect(refused!['code']).toMatch(/^ERR_/);
     expect(refused!['outcome']).not.toBe('accepted');
+    // No policy was configured there: the event claims none passed and none failed.
+    expect(refused!['policies']).toMatchObject({ passed: [], failed: [] });
+  });
+  it('a sink that cannot write logs the loss as an error of its own component (<plugin>.events), and the node is still admitted', async () => {
+    const dir = join(work, 'events-is-a-directory');
+    mkdirSync(dir, { recursive: true });
+    const { result, lines } = await decide({ decision_events: { file: { path: dir } } });
+    expect(result).toMatchObject({ spiffeId: agentId });
+    for (let i = 0; i < 200 && !lines.some((l) => l['@message'] === 'Decision event dropped'); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(lines.find((l) => l['@message'] === 'Decision event dropped')).toMatchObject({ '@level': 'error', '@module': 'test.events', outcome: 'accepted' });
+  });
+  it('a node admitted without boot policies is an event with no policy passed or failed', async () => {
+    const path = join(work, 'events-no-policies.jsonl');
+    await decide({ decision_events: { file: { path } } });
+    const [accepted] = await readEvents(path, 1);
+    expect(accepted).toMatchObject({ outcome: 'accepted', policies: { passed: [], failed: [] } });
   });
 });

@@ -3,7 +3,7 @@
  * Validate) with INVALID_ARGUMENT naming the key, and a risky but legal one is warned about. In-process, so the
  * refusals are checked against the attestor class itself (validate.test.ts checks the same through the binary).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -61,6 +61,16 @@ describe('Configure refuses what would weaken attestation', () => {
   });
   it('a PCR selection that does not parse names the key', async () => {
     await refusedAtConfigure({ ...allow, pcr_selection: 'sha256:0,99' }, /key "pcr_selection"/);
+    const err = await new TpmServerAttestor(logger().log).configure({ ...allow, pcr_selection: 'sha256:0,99' }, core).catch((e) => e);
+    expect(err).toMatchObject({ code: 'ERR_CONFIG_INVALID' });
+  });
+  it('a bad PCR selection beside a good policy file is still a configuration error, not a crash', async () => {
+    await refusedAtConfigure({ ...allow, pcr_selection: 'sha256:0,99', policy_path: policyPath }, /key "pcr_selection"/);
+  });
+  it('several problems are reported together, counted, under the plugin name', async () => {
+    const err = await new TpmServerAttestor(logger().log).configure({ ...allow, pcr_selection: 'sha256:99', policy_path: join(work, 'missing.yaml') }, core).catch((e) => e);
+    expect(err).toMatchObject({ grpcCode: GrpcCode.INVALID_ARGUMENT, code: 'ERR_CONFIG_INVALID' });
+    expect(err.message).toMatch(/^tpm server: 2 configuration problems: \(1\) /);
   });
   it('max_pending_challenges_per_ek outside 1..64', async () => {
     await refusedAtConfigure({ ...allow, max_pending_challenges_per_ek: 0 }, /max_pending_challenges_per_ek/);
@@ -121,6 +131,15 @@ describe('Validate accepts a good configuration and Configure applies it', () =>
     for (const extra of [{ policy_match: 'any' }, { policy_match: 'all' }, { policy_match: 'report' }, { legacy_agents: 'allow' }, { legacy_agents: 'deny' }, { enrolment: 'off' }]) {
       await expect(new TpmServerAttestor(logger().log).configure({ ...allow, policy_path: policyPath, ...extra }, core)).resolves.toBeUndefined();
     }
+  });
+  it('a file in an ek_ca_path directory that is not a certificate is skipped with a warning naming it', async () => {
+    const dir = join(work, 'ca-dir');
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(join(process.cwd(), 'test/fixtures/ekcerts/ca/gce/tpm_ek_root_1.cer.der'), join(dir, 'root.der'));
+    writeFileSync(join(dir, 'README.txt'), 'not a certificate');
+    const { log, lines } = logger();
+    await new TpmServerAttestor(log).configure({ ek_ca_path: dir }, core);
+    expect(lines).toContainEqual(expect.objectContaining({ '@level': 'warn', '@message': expect.stringMatching(/not a certificate/), path: join(dir, 'README.txt') }));
   });
   it('EK CAs alone are enough trust to configure', async () => {
     const ca = join(process.cwd(), 'test/fixtures/ekcerts/ca/gce/tpm_ek_root_1.cer.der');

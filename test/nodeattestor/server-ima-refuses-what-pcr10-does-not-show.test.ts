@@ -85,6 +85,15 @@ describe('node-level IMA, decided by the server', () => {
     expect((result as Error).message).toMatch(/PCR 10/);
   });
 
+  it('an unusable ima_state_dir is logged as an error of the IMA component, and IMA state stays in memory', async () => {
+    const entries = synthEntries([BOOT, ...FILES.map(allowed)]);
+    const agent = agentFor(entries);
+    const { s, lines } = await server({ ima_state_dir: policyPath }, agent); // a file, not a directory
+    const { result } = await attest(s, agent, toBinaryList(entries));
+    expect((result as AgentAttributes).selectorValues).toContain('ima:policy:edge-runtime');
+    // Opened at first use, not at Configure (Validate never touches it).
+    expect(lines.find((l) => /IMA state directory unusable/.test(String(l['@message'])))).toMatchObject({ '@level': 'error', '@module': expect.stringMatching(/^test\.ima\b/) });
+  });
   it('no list at all while a runtime policy is set is refused (ERR_IMA_LOG_MISSING), not admitted without IMA', async () => {
     const agent = agentFor([]);
     const { s } = await server({}, agent);
