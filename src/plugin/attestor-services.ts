@@ -6,9 +6,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { InternalError, MalformedInput } from '../errors.js';
 import { unary } from './handlers.js';
+import { ATTESTATION_CANCELLED, ATTESTATION_OK, attestationFailure, NO_METRICS, recordAttestation } from './metrics.js';
 import { serviceDefinition, ServiceNames } from './protos.js';
 import { toStatus } from './status.js';
-import type { AgentNodeAttestor, Logger, ServerNodeAttestor, WorkloadAttestor } from './types.js';
+import type { AgentNodeAttestor, Logger, Metrics, ServerNodeAttestor, WorkloadAttestor } from './types.js';
 
 export interface ServiceRegistration {
   readonly serviceName: string;
@@ -26,13 +27,14 @@ function firstMetadata(call: grpc.ServerDuplexStream<unknown, unknown>, key: str
   return typeof value === 'string' ? value : undefined;
 }
 
-export function serverNodeAttestorService(impl: ServerNodeAttestor, log: Logger): ServiceRegistration {
+export function serverNodeAttestorService(impl: ServerNodeAttestor, log: Logger, metrics: Metrics = NO_METRICS): ServiceRegistration {
   return {
     serviceName: ServiceNames.serverNodeAttestor,
     addToServer(server) {
       server.addService(serviceDefinition(ServiceNames.serverNodeAttestor), {
         Attest: (call: grpc.ServerDuplexStream<ServerAttestRequest, object>) => {
           const controller = new AbortController();
+          const startedAt = Date.now();
           let started = false;
           let finished = false;
           let pending: { resolve: (b: Uint8Array) => void; reject: (e: Error) => void } | undefined;
@@ -43,6 +45,7 @@ export function serverNodeAttestorService(impl: ServerNodeAttestor, log: Logger)
             controller.abort();
             pending?.reject(new InternalError('ERR_STREAM_CLOSED', 'attestation stream closed'));
             pending = undefined;
+            recordAttestation(metrics, 'node_attestation', startedAt, err === undefined ? ATTESTATION_CANCELLED : attestationFailure(err));
             if (err !== undefined) call.emit('error', toStatus(err, log, { method: 'Attest' }));
           };
 
@@ -73,6 +76,7 @@ export function serverNodeAttestorService(impl: ServerNodeAttestor, log: Logger)
                   (attrs) => {
                     if (finished) return;
                     finished = true;
+                    recordAttestation(metrics, 'node_attestation', startedAt, ATTESTATION_OK);
                     call.write({
                       agent_attributes: {
                         spiffe_id: attrs.spiffeId,
@@ -172,16 +176,24 @@ interface WorkloadAttestRequest {
   pid: number;
 }
 
-export function workloadAttestorService(impl: WorkloadAttestor, log: Logger): ServiceRegistration {
+export function workloadAttestorService(impl: WorkloadAttestor, log: Logger, metrics: Metrics = NO_METRICS): ServiceRegistration {
   return {
     serviceName: ServiceNames.workloadAttestor,
     addToServer(server) {
       server.addService(serviceDefinition(ServiceNames.workloadAttestor), {
         Attest: unary<WorkloadAttestRequest, object>(log, 'Attest', async (request, signal) => {
-          if (!Number.isInteger(request.pid) || request.pid <= 0) {
-            throw new MalformedInput('ERR_PID', `pid ${request.pid} is not a valid process ID`, { fields: { pid: request.pid } });
+          const startedAt = Date.now();
+          try {
+            if (!Number.isInteger(request.pid) || request.pid <= 0) {
+              throw new MalformedInput('ERR_PID', `pid ${request.pid} is not a valid process ID`, { fields: { pid: request.pid } });
+            }
+            const selectorValues = await impl.attest(request.pid, signal);
+            recordAttestation(metrics, 'workload_attestation', startedAt, ATTESTATION_OK);
+            return { selector_values: selectorValues };
+          } catch (err) {
+            recordAttestation(metrics, 'workload_attestation', startedAt, signal.aborted ? ATTESTATION_CANCELLED : attestationFailure(err));
+            throw err;
           }
-          return { selector_values: await impl.attest(request.pid, signal) };
         }),
         // SPIRE >= 1.15.2 falls back to Attest for PID references when this is Unimplemented.
         AttestReference: (_call: grpc.ServerUnaryCall<object, object>, callback: grpc.sendUnaryData<object>) => {

@@ -5,6 +5,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { NotConfigured, SourceUnavailable } from '../errors.js';
 import type { BrokerService } from './broker.js';
+import { HostMetrics } from './metrics.js';
 import { clientConstructor, ServiceNames } from './protos.js';
 import type { HostServices, Logger } from './types.js';
 
@@ -26,10 +27,12 @@ export class BrokeredHostServices implements HostServices {
   #agentStore: AgentStoreClient | undefined;
   readonly #broker: BrokerService;
   readonly #log: Logger;
+  readonly metrics: HostMetrics;
 
   constructor(broker: BrokerService, log: Logger) {
     this.#broker = broker;
     this.#log = log;
+    this.metrics = new HostMetrics(() => this.#target(), log.named('metrics'), () => this.#names.includes(ServiceNames.metrics));
   }
 
   get names(): readonly string[] {
@@ -59,17 +62,23 @@ export class BrokeredHostServices implements HostServices {
 
   async #agentStoreClient(): Promise<AgentStoreClient> {
     if (this.#agentStore) return this.#agentStore;
-    const info = await this.#broker.waitFor(HOST_SERVICE_BROKER_ID, CONNINFO_WAIT_MS).catch((err: Error) => {
-      throw new SourceUnavailable('ERR_HOST_SERVICE', `host services unreachable: ${err.message}`);
-    });
-    const target = info.network === 'unix' ? `unix:${info.address}` : info.address;
+    const target = await this.#target();
     const Client = clientConstructor(ServiceNames.agentStore);
     this.#agentStore = new Client(target, grpc.credentials.createInsecure()) as unknown as AgentStoreClient;
     this.#log.debug('Dialed host services', { target });
     return this.#agentStore;
   }
 
+  /** The gRPC target of SPIRE's host services, once SPIRE has sent its broker ConnInfo. */
+  async #target(): Promise<string> {
+    const info = await this.#broker.waitFor(HOST_SERVICE_BROKER_ID, CONNINFO_WAIT_MS).catch((err: Error) => {
+      throw new SourceUnavailable('ERR_HOST_SERVICE', `host services unreachable: ${err.message}`);
+    });
+    return info.network === 'unix' ? `unix:${info.address}` : info.address;
+  }
+
   close(): void {
+    this.metrics.close();
     this.#agentStore?.close();
     this.#agentStore = undefined;
   }

@@ -67,11 +67,11 @@ function instantiate(
 ): { impl: Configurable; registration: ServiceRegistration } {
   if (definition.type === 'WorkloadAttestor') {
     const impl = definition.create(context);
-    return { impl, registration: workloadAttestorService(impl, log) };
+    return { impl, registration: workloadAttestorService(impl, log, context.host.metrics) };
   }
   if (definition.role === 'server') {
     const impl = definition.create(context);
-    return { impl, registration: serverNodeAttestorService(impl, log) };
+    return { impl, registration: serverNodeAttestorService(impl, log, context.host.metrics) };
   }
   const impl = definition.create(context);
   return { impl, registration: agentNodeAttestorService(impl, log) };

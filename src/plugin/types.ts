@@ -25,6 +25,16 @@ export interface CoreConfig {
   readonly trustDomain: string;
 }
 
+export type MetricLabels = Readonly<Record<string, string>>;
+
+/** Samples for SPIRE's telemetry (src/plugin/metrics.ts). */
+export interface Metrics {
+  /** Adds `value` (default 1) to the counter `key`. */
+  incrCounter(key: readonly string[], labels?: MetricLabels, value?: number): void;
+  /** Records the time since `startedAtMs` (epoch milliseconds) as a sample of `key`. */
+  measureSince(key: readonly string[], startedAtMs: number, labels?: MetricLabels): void;
+}
+
 /** Host services SPIRE serves back to the plugin through the go-plugin broker (service ID 1). */
 export interface HostServices {
   /** Names SPIRE announced in Init. */
@@ -34,6 +44,8 @@ export interface HostServices {
    * Throws NotConfigured when SPIRE did not offer the service.
    */
   agentExists(agentId: string, signal?: AbortSignal): Promise<boolean>;
+  /** SPIRE's Metrics host service (fire and forget; a no-op when SPIRE did not offer it). */
+  readonly metrics?: Metrics;
 }
 
 export interface PluginContext {

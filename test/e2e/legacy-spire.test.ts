@@ -5,69 +5,20 @@
  * spiffe://<td>/spire/agent/tpm/<pub_hash> and stores the legacy_agent:true selector; with the default
  * (deny) the same node is refused.
  */
-import 'reflect-metadata';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import * as x509 from '@peculiar/x509';
-import { createHash, webcrypto, X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { builtPlugin, repoRoot } from '../helpers/binaries.js';
+import { attestAgent } from '../helpers/agent-api.js';
+import { builtPlugin } from '../helpers/binaries.js';
 import { LegacyTpmAgent } from '../helpers/legacy-tpm-agent.js';
 import { NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type HclValue, type SpireInstall } from '../helpers/spire.js';
 import { startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 
-type CryptoKeyPair = webcrypto.CryptoKeyPair;
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
-
 const TD = 'legacy.example';
 const installs = spireUnderTest();
-
-const AgentClient = grpc.loadPackageDefinition(
-  protoLoader.loadSync(join(repoRoot, 'test/fixtures/proto/attest_agent.proto'), { keepCase: true, longs: String, defaults: true, oneofs: true }),
-) as unknown as { spire: { api: { server: { agent: { v1: { Agent: grpc.ServiceClientConstructor } } } } } };
-
-async function csrDer(): Promise<Buffer> {
-  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=legacy-agent', keys, signingAlgorithm: alg });
-  return Buffer.from(csr.rawData);
-}
-
-/** spire-agent's side of AttestAgent: params (attestation data + CSR), then one answer per challenge. */
-async function attestAgent(server: SpireServer, payload: Buffer, answer: (c: Buffer) => Promise<Buffer>): Promise<{ spiffeId: string; reattestable: boolean }> {
-  const creds = grpc.credentials.createSsl(Buffer.from(await server.bundlePem()), null, null, {
-    // The server's SVID names spiffe://<td>/spire/server, not a host name; the chain to the bundle is still checked.
-    checkServerIdentity: () => undefined,
-  });
-  const client = new AgentClient.spire.api.server.agent.v1.Agent(`127.0.0.1:${server.port}`, creds);
-  const csr = await csrDer();
-  try {
-    return await new Promise((resolve, reject) => {
-      const call = client['AttestAgent']!() as grpc.ClientDuplexStream<any, any>;
-      call.on('data', async (msg: any) => {
-        if (msg.step === 'challenge') {
-          try {
-            call.write({ challenge_response: await answer(msg.challenge) });
-          } catch (err) {
-            call.cancel();
-            reject(err);
-          }
-        } else if (msg.step === 'result') {
-          const leaf = new X509Certificate(msg.result.svid.cert_chain[0]);
-          resolve({ spiffeId: (leaf.subjectAltName ?? '').replace(/^URI:/, ''), reattestable: msg.result.reattestable });
-          call.end();
-        }
-      });
-      call.on('error', reject);
-      call.write({ params: { data: { type: 'tpm', payload }, params: { csr } } });
-    });
-  } finally {
-    client.close();
-  }
-}
 
 if (installs.length === 0) {
   describe('spire-tpm-plugin agents under real SPIRE', () => {

@@ -64,6 +64,8 @@ export class PluginHarness {
   readonly extraStdout: string[];
   readonly stderrLines: string[];
   readonly hostServiceCalls: string[] = [];
+  /** Every Metrics host-service call the plugin made, as SPIRE's metrics service received it. */
+  readonly metricCalls: MetricCall[] = [];
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   #conn: grpc.Channel | undefined;
   #clients = new Map<string, AnyClient>();
@@ -160,6 +162,18 @@ export class PluginHarness {
         if (attested.has(call.request.agent_id)) cb(null, { info: { agent_id: call.request.agent_id } });
         else cb({ code: grpc.status.NOT_FOUND, details: 'no such node' });
       },
+    });
+    const recordMetric = (method: MetricCall['method']) => (call: grpc.ServerUnaryCall<any, object>, cb: grpc.sendUnaryData<object>) => {
+      const r = call.request as { key: string[]; val?: number; time?: string; labels: { name: string; value: string }[] };
+      this.metricCalls.push({ method, key: r.key, val: r.val, time: r.time, labels: Object.fromEntries(r.labels.map((l) => [l.name, l.value])) });
+      cb(null, {});
+    };
+    server.addService(serviceDefinition(ServiceNames.metrics), {
+      IncrCounter: recordMetric('IncrCounter'),
+      MeasureSince: recordMetric('MeasureSince'),
+      AddSample: recordMetric('AddSample'),
+      SetGauge: recordMetric('SetGauge'),
+      EmitKey: recordMetric('EmitKey'),
     });
     await new Promise<void>((resolve, reject) =>
       server.bindAsync(`unix:${hostSocket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
@@ -262,6 +276,15 @@ export function checkHclogLine(line: string): string | undefined {
 }
 
 /** Server NodeAttestor Attest as SPIRE's facade drives it: payload, then answer each challenge. */
+export interface MetricCall {
+  readonly method: 'IncrCounter' | 'MeasureSince' | 'AddSample' | 'SetGauge' | 'EmitKey';
+  readonly key: readonly string[];
+  readonly val: number | undefined;
+  /** MeasureSince: unix nanoseconds (int64 as a decimal string). */
+  readonly time: string | undefined;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
 export function attestThroughServer(
   harness: PluginHarness,
   payload: Uint8Array,

@@ -284,6 +284,8 @@ export interface ServerOptions {
   readonly logLevel?: string;
   /** Extra `server { }` settings. */
   readonly server?: { readonly [k: string]: HclValue | undefined };
+  /** A top-level `telemetry { }` block, e.g. `{ Prometheus: { host: '127.0.0.1', port: 9988 } }`. */
+  readonly telemetry?: { readonly [k: string]: HclValue | undefined };
   /** `disk` keeps the CA keys across restarts (default `memory`). */
   readonly keyManager?: 'memory' | 'disk';
   /** Default: sqlite3 in the data dir. */
@@ -366,6 +368,7 @@ export class SpireServer {
           ...options.server,
         },
       }),
+      options.telemetry ? toHcl({ telemetry: options.telemetry }) : '',
       pluginsHcl([
         { type: 'DataStore', name: 'sql', data: options.dataStore ?? { database_type: 'sqlite3', connection_string: join(dir, 'data', 'datastore.sqlite3') } },
         keyManager,

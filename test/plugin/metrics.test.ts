@@ -1,0 +1,87 @@
+/**
+ * Metrics through SPIRE's Metrics host service: the shipped tpm-server and edge-workload, launched as SPIRE launches
+ * them, report every attestation (counter + timing, labelled by gRPC status and our error code) to the host's Metrics
+ * service over the go-plugin broker, and call nothing when SPIRE did not offer it. test/e2e/metrics.test.ts reads
+ * the same counters back from a real spire-server's Prometheus endpoint.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { ServiceNames } from '../../src/plugin/protos.js';
+import { builtPlugin } from '../helpers/binaries.js';
+import { attestThroughServer, PluginHarness, type MetricCall } from '../helpers/plugin-harness.js';
+import { SoftAgent } from '../nodeattestor/soft-agent.js';
+
+const launched: PluginHarness[] = [];
+afterEach(async () => {
+  for (const h of launched.splice(0)) await h.kill();
+});
+
+const trusted = new SoftAgent();
+const untrusted = SoftAgent.of('p256', 'p256', 31);
+
+async function tpmServer(hostServices?: string[]): Promise<PluginHarness> {
+  const h = await PluginHarness.launch({ binary: builtPlugin('tpm-server'), type: 'NodeAttestor' });
+  launched.push(h);
+  await h.init(hostServices);
+  await h.configure(`ek_hash_allowlist = ["${trusted.ekHash}"]\nrequire_event_log = false`);
+  return h;
+}
+
+const attest = (h: PluginHarness, agent: SoftAgent) => attestThroughServer(h, agent.payload(), (c) => Buffer.from(agent.respond(new Uint8Array(c))));
+
+async function metricsUntil(h: PluginHarness, done: (calls: readonly MetricCall[]) => boolean): Promise<readonly MetricCall[]> {
+  for (let i = 0; i < 200 && !done(h.metricCalls); i++) await new Promise((r) => setTimeout(r, 25));
+  return h.metricCalls;
+}
+
+describe('tpm-server reports node attestations to SPIRE', () => {
+  it('an admitted node: one node_attestation counter and one timing with status OK', async () => {
+    const h = await tpmServer();
+    const before = Date.now();
+    await expect(attest(h, trusted)).resolves.toMatchObject({ can_reattest: true });
+    const after = Date.now();
+    const calls = await metricsUntil(h, (c) => c.length >= 2);
+    expect(calls.map((c) => [c.method, c.key.join('.'), c.val])).toEqual([
+      ['IncrCounter', 'edge_attestors.node_attestation', 1],
+      ['MeasureSince', 'edge_attestors.node_attestation.duration', undefined],
+    ]);
+    for (const c of calls) expect(c.labels).toEqual({ status: 'OK', code: 'none' });
+    // The start of the attestation, in unix nanoseconds.
+    const startedMs = Number(BigInt(calls[1]!.time!) / 1_000_000n);
+    expect(startedMs).toBeGreaterThanOrEqual(before - 1_000);
+    expect(startedMs).toBeLessThanOrEqual(after);
+  });
+  it('a refused node is counted by the status SPIRE saw and the reason code', async () => {
+    const h = await tpmServer();
+    await expect(attest(h, untrusted)).rejects.toMatchObject({ code: 7 });
+    const calls = await metricsUntil(h, (c) => c.length >= 2);
+    expect(calls.find((c) => c.method === 'IncrCounter')).toMatchObject({ key: ['edge_attestors', 'node_attestation'], labels: { status: 'PERMISSION_DENIED', code: 'ERR_EK_UNTRUSTED' } });
+  });
+  it('malformed input is counted as INVALID_ARGUMENT', async () => {
+    const h = await tpmServer();
+    await expect(attestThroughServer(h, new TextEncoder().encode('{"v":1,"ek_pub":"!!"}'), () => Buffer.alloc(0))).rejects.toMatchObject({ code: 3 });
+    const calls = await metricsUntil(h, (c) => c.length >= 2);
+    expect(calls.find((c) => c.method === 'IncrCounter')?.labels['status']).toBe('INVALID_ARGUMENT');
+  });
+  it('nothing is sent when SPIRE did not offer the Metrics service, and attestation is unaffected', async () => {
+    const h = await tpmServer([ServiceNames.agentStore]);
+    await expect(attest(h, trusted)).resolves.toMatchObject({ can_reattest: true });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(h.metricCalls).toEqual([]);
+  });
+});
+
+describe('edge-workload reports workload attestations to SPIRE', () => {
+  it('each Attest is counted with its outcome', async () => {
+    const h = await PluginHarness.launch({ binary: builtPlugin('edge-workload'), type: 'WorkloadAttestor', env: { KUBERNETES_SERVICE_HOST: undefined } });
+    launched.push(h);
+    await h.init();
+    await h.configure('pod_source = "none"');
+    await expect(h.unary(ServiceNames.workloadAttestor, 'Attest', { pid: process.pid })).resolves.toBeDefined();
+    await expect(h.unary(ServiceNames.workloadAttestor, 'Attest', { pid: 0 })).rejects.toMatchObject({ code: 3 });
+    const calls = await metricsUntil(h, (c) => c.filter((x) => x.method === 'IncrCounter').length >= 2);
+    expect(calls.filter((c) => c.method === 'IncrCounter').map((c) => [c.key.join('.'), c.labels])).toEqual([
+      ['edge_attestors.workload_attestation', { status: 'OK', code: 'none' }],
+      ['edge_attestors.workload_attestation', { status: 'INVALID_ARGUMENT', code: 'ERR_PID' }],
+    ]);
+  });
+});
