@@ -8,18 +8,15 @@
  * Needs root and writable cgroup mounts; without them the suite fails, naming the reason.
  */
 import * as grpc from '@grpc/grpc-js';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ServiceNames } from '../../src/plugin/protos.js';
 import { builtPlugin } from '../helpers/binaries.js';
+import { CGROUP_V1 as V1, CGROUP_V2 as V2, cgroupProblem, CgroupLab } from '../helpers/cgroup-lab.js';
 import { PluginHarness } from '../helpers/plugin-harness.js';
 import { json, startHttp, type TestServer } from '../workload/helpers.js';
-
-const V1 = '/sys/fs/cgroup/pids';
-const V2 = '/sys/fs/cgroup/unified';
 
 const hex64 = (): string => (randomUUID() + randomUUID()).replaceAll('-', '').slice(0, 64);
 
@@ -33,48 +30,16 @@ const podA: Pod = { uid: randomUUID(), name: 'tenant-a', sa: 'tenant-a', cid: he
 const podB: Pod = { uid: randomUUID(), name: 'cluster-admin-tool', sa: 'cluster-admin', cid: hex64() };
 const kindNode = hex64();
 
-const children: ChildProcess[] = [];
-const createdDirs: string[] = [];
+const cg = new CgroupLab();
 let edged: TestServer;
 let plugin: PluginHarness;
 /** The same binary running inside the kind node container (as an agent on a kind node does). */
 let kindPlugin: PluginHarness;
 
-function cgroupProblem(): string | undefined {
-  if (process.getuid?.() !== 0) return 'not running as root';
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
-  for (const [root, fs] of [
-    [V1, 'cgroup'],
-    [V2, 'cgroup2'],
-  ] as const) {
-    if (!mounts.split('\n').some((l) => l.includes(` ${root} `) && l.includes(` - ${fs} `))) return `${root} is not a ${fs} mount`;
-  }
-  return undefined;
-}
-
-function mkdirTracked(root: string, rel: string): string {
-  let cur = root;
-  for (const part of rel.split('/').filter(Boolean)) {
-    cur = join(cur, part);
-    if (!existsSync(cur)) {
-      mkdirSync(cur);
-      createdDirs.push(cur);
-    }
-  }
-  return cur;
-}
-
 /** A real process placed (as it could place itself, being root in its container) into these cgroups. */
 async function processIn(where: { v1?: string; v2?: string }): Promise<number> {
-  const c = spawn('sleep', ['600'], { stdio: 'ignore' });
-  children.push(c);
-  await new Promise<void>((resolve, reject) => {
-    c.once('spawn', () => resolve());
-    c.once('error', reject);
-  });
-  if (where.v1) writeFileSync(join(mkdirTracked(V1, where.v1), 'cgroup.procs'), String(c.pid));
-  if (where.v2) writeFileSync(join(mkdirTracked(V2, where.v2), 'cgroup.procs'), String(c.pid));
-  return c.pid!;
+  const child = await cg.processIn({ ...(where.v1 ? { [V1]: where.v1 } : {}), ...(where.v2 ? { [V2]: where.v2 } : {}) });
+  return child.pid!;
 }
 
 const v1Of = (pod: Pod): string => `/kubepods/besteffort/pod${pod.uid}/${pod.cid}`;
@@ -93,7 +58,7 @@ function podJson(pod: Pod): unknown {
 }
 
 beforeAll(async () => {
-  const problem = cgroupProblem();
+  const problem = cgroupProblem([V1, V2]);
   if (problem) throw new Error(`nested-cgroup attacks need real cgroups: ${problem}`);
   const body = JSON.stringify({ kind: 'PodList', apiVersion: 'v1', items: [podJson(podA), podJson(podB)] });
   edged = await startHttp((_req, res) => json(res, body));
@@ -102,28 +67,17 @@ beforeAll(async () => {
   await plugin.configure(`pod_source = "edged"\nedged_port = ${edged.port}\nmiss_retry_deadline = "1s"`);
   kindPlugin = await PluginHarness.launch({ binary: builtPlugin('edge-workload'), type: 'WorkloadAttestor' });
   // Moved into the kind node container's cgroup before Configure, where it reads its own /proc/self/cgroup.
-  writeFileSync(join(mkdirTracked(V1, `/docker/${kindNode}/system.slice/spire-agent.service`), 'cgroup.procs'), String(kindPlugin.child.pid));
+  writeFileSync(join(cg.mkdir(V1, `/docker/${kindNode}/system.slice/spire-agent.service`), 'cgroup.procs'), String(kindPlugin.child.pid));
   await kindPlugin.init([]);
   await kindPlugin.configure(`pod_source = "edged"\nedged_port = ${edged.port}\nmiss_retry_deadline = "1s"`);
 }, 60_000);
 
 afterAll(async () => {
-  for (const c of children) c.kill('SIGKILL');
-  await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+  // The plugins first: one of them runs in a cgroup the lab created.
   await plugin?.unload();
   await kindPlugin?.unload();
   await edged?.close();
-  for (const d of createdDirs.reverse()) {
-    for (let i = 0; i < 50 && existsSync(d); i++) {
-      try {
-        rmdirSync(d);
-      } catch {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
-  }
-  const left = createdDirs.filter((d) => existsSync(d));
-  if (left.length) throw new Error(`cgroups left behind: ${left.join(', ')}`);
+  await cg.cleanup();
 });
 
 const attest = (pid: number, via = plugin): Promise<{ selector_values?: string[] }> => via.unary(ServiceNames.workloadAttestor, 'Attest', { pid });

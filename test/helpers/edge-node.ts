@@ -8,6 +8,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { makePki, startHttps, type TestPki, type TestServer } from '../workload/helpers.js';
+import { killAndWait } from './cgroup-lab.js';
 
 export interface PodSpec {
   readonly name: string;
@@ -131,16 +132,7 @@ export class PodCgroups {
 
   /** Kills the processes it started and removes every cgroup directory it created; returns those directories. */
   async cleanup(): Promise<string[]> {
-    await Promise.all(
-      [...this.#children].map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            c.once('exit', () => resolve());
-            c.kill('SIGKILL');
-          }),
-      ),
-    );
+    await killAndWait(this.#children);
     // Deepest first; a cgroup can be removed only once it is empty (a shared parent another user still fills stays).
     const dirs = this.#dirs.splice(0).sort((a, b) => b.length - a.length);
     for (const dir of dirs) {

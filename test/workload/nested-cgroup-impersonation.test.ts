@@ -5,19 +5,15 @@
  * locator itself so that mutation testing sees it.
  * Needs root and writable cgroup mounts; without them the suite fails, naming the reason.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcCode, PreconditionFailed } from '../../src/errors.js';
 import { locateContainer, type Located } from '../../src/workload/cgroup.js';
 import { WorkloadErrorCode } from '../../src/workload/errors.js';
 import { Procfs } from '../../src/workload/procfs.js';
+import { CGROUP_V1 as V1, CGROUP_V2 as V2, cgroupProblem, CgroupLab } from '../helpers/cgroup-lab.js';
 import { thrown } from './helpers.js';
-
-const V1 = '/sys/fs/cgroup/pids';
-const V2 = '/sys/fs/cgroup/unified';
 const hex64 = (): string => (randomUUID() + randomUUID()).replaceAll('-', '').slice(0, 64);
 
 interface Pod {
@@ -31,62 +27,20 @@ const v1Of = (pod: Pod): string => `/kubepods/besteffort/pod${pod.uid}/${pod.cid
 const v2SystemdOf = (pod: Pod): string =>
   `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${pod.uid.replaceAll('-', '_')}.slice/cri-containerd-${pod.cid}.scope`;
 
-const children: ChildProcess[] = [];
-const createdDirs: string[] = [];
+const cg = new CgroupLab();
 const procfs = new Procfs();
 
 beforeAll(() => {
-  const problems: string[] = [];
-  if (process.getuid?.() !== 0) problems.push('not running as root');
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n');
-  for (const [root, fs] of [
-    [V1, 'cgroup'],
-    [V2, 'cgroup2'],
-  ] as const) {
-    if (!mounts.some((l) => l.includes(` ${root} `) && l.includes(` - ${fs} `))) problems.push(`${root} is not a ${fs} mount`);
-  }
-  if (problems.length) throw new Error(`nested-cgroup checks need real cgroups: ${problems.join('; ')}`);
+  const problem = cgroupProblem([V1, V2]);
+  if (problem) throw new Error(`nested-cgroup checks need real cgroups: ${problem}`);
 });
 
-afterAll(async () => {
-  for (const c of children) c.kill('SIGKILL');
-  await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
-  for (const d of createdDirs.reverse()) {
-    for (let i = 0; i < 50 && existsSync(d); i++) {
-      try {
-        rmdirSync(d);
-      } catch {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
-  }
-  const left = createdDirs.filter((d) => existsSync(d));
-  if (left.length) throw new Error(`cgroups left behind: ${left.join(', ')}`);
-});
-
-function mkdirTracked(root: string, rel: string): string {
-  let cur = root;
-  for (const part of rel.split('/').filter(Boolean)) {
-    cur = join(cur, part);
-    if (!existsSync(cur)) {
-      mkdirSync(cur);
-      createdDirs.push(cur);
-    }
-  }
-  return cur;
-}
+afterAll(() => cg.cleanup());
 
 /** A real process placed (as root in its container could place itself) into these cgroups. */
 async function processIn(where: { v1?: string; v2?: string }): Promise<number> {
-  const c = spawn('sleep', ['600'], { stdio: 'ignore' });
-  children.push(c);
-  await new Promise<void>((resolve, reject) => {
-    c.once('spawn', () => resolve());
-    c.once('error', reject);
-  });
-  if (where.v1) writeFileSync(join(mkdirTracked(V1, where.v1), 'cgroup.procs'), String(c.pid));
-  if (where.v2) writeFileSync(join(mkdirTracked(V2, where.v2), 'cgroup.procs'), String(c.pid));
-  return c.pid!;
+  const child = await cg.processIn({ ...(where.v1 ? { [V1]: where.v1 } : {}), ...(where.v2 ? { [V2]: where.v2 } : {}) });
+  return child.pid!;
 }
 
 const locate = (pid: number): Located | undefined => locateContainer({ cgroup: procfs.cgroup(pid), mountinfo: () => procfs.mountinfo(pid) });

@@ -7,17 +7,16 @@
  * Needs root and writable cgroup mounts. If they are not writable the suite FAILS with the reason, unless
  * SPIRE_EDGE_NO_CGROUP_WRITE=1, which says so with console.warn and runs the same checks on a fake procfs.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, symlinkSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GrpcCode } from '../../src/errors.js';
 import { EdgeWorkloadAttestor } from '../../src/workload/attestor.js';
+import { CGROUP_V1 as V1, CGROUP_V2 as V2, cgroupProblem, CgroupLab } from '../helpers/cgroup-lab.js';
 import { json, startHttp, tempDir, testContext, writeFakeProc, type TestServer, rejection } from './helpers.js';
 
-const V1 = '/sys/fs/cgroup/pids';
-const V2 = '/sys/fs/cgroup/unified';
 const NO_WRITE = process.env['SPIRE_EDGE_NO_CGROUP_WRITE'] === '1';
 
 function hex64(): string {
@@ -25,25 +24,6 @@ function hex64(): string {
 }
 
 /** Why real cgroups cannot be used here, or undefined when they can. */
-function cgroupProblem(): string | undefined {
-  if (process.getuid?.() !== 0) return 'not running as root';
-  for (const [root, fs] of [
-    [V1, 'cgroup'],
-    [V2, 'cgroup2'],
-  ] as const) {
-    const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
-    if (!mounts.split('\n').some((l) => l.includes(` ${root} `) && l.includes(` - ${fs} `))) return `${root} is not a ${fs} mount (see mount | grep cgroup)`;
-    const probe = join(root, `wl-probe-${process.pid}`);
-    try {
-      mkdirSync(probe);
-      rmdirSync(probe);
-    } catch (err) {
-      return `${root} is not writable: ${(err as Error).message}`;
-    }
-  }
-  return undefined;
-}
-
 interface Pod {
   uid: string;
   name: string;
@@ -51,8 +31,7 @@ interface Pod {
 }
 
 const pods: Pod[] = [];
-const children: ChildProcess[] = [];
-const createdDirs: string[] = [];
+const cg = new CgroupLab();
 let server: TestServer;
 let podListBody = '';
 let onRequest: (() => void) | undefined;
@@ -60,28 +39,6 @@ let tmp: { path: string; remove(): void };
 let mode: 'real' | 'fake' = 'real';
 let procRoot = '/proc';
 let fakePid = 1000;
-
-function mkdirTracked(root: string, rel: string): string {
-  let cur = root;
-  for (const part of rel.split('/').filter(Boolean)) {
-    cur = join(cur, part);
-    if (!existsSync(cur)) {
-      mkdirSync(cur);
-      createdDirs.push(cur);
-    }
-  }
-  return cur;
-}
-
-async function spawnSleeper(): Promise<ChildProcess> {
-  const c = spawn('sleep', ['600'], { stdio: 'ignore' });
-  children.push(c);
-  await new Promise<void>((resolve, reject) => {
-    c.once('spawn', () => resolve());
-    c.once('error', reject);
-  });
-  return c;
-}
 
 const v1Path = (pod: Pod, cid: string): string => `/kubepods/besteffort/pod${pod.uid}/${cid}`;
 const v2Path = (pod: Pod, cid: string): string =>
@@ -95,9 +52,7 @@ async function processIn(where: { v1?: string; v2?: string }): Promise<number> {
     writeFakeProc(procRoot, pid, { cgroup: lines.join('\n') + '\n', startTime: 1000 + pid });
     return pid;
   }
-  const c = await spawnSleeper();
-  if (where.v1) writeFileSync(join(mkdirTracked(V1, where.v1), 'cgroup.procs'), String(c.pid));
-  if (where.v2) writeFileSync(join(mkdirTracked(V2, where.v2), 'cgroup.procs'), String(c.pid));
+  const c = await cg.processIn({ ...(where.v1 ? { [V1]: where.v1 } : {}), ...(where.v2 ? { [V2]: where.v2 } : {}) });
   return c.pid!;
 }
 
@@ -113,7 +68,7 @@ function podJson(pod: Pod, scheme: string): unknown {
 }
 
 beforeAll(async () => {
-  const problem = cgroupProblem();
+  const problem = cgroupProblem([V1, V2]);
   if (problem) {
     if (!NO_WRITE) {
       throw new Error(
@@ -137,23 +92,12 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const c of children) c.kill('SIGKILL');
-  await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
-  for (const d of createdDirs.reverse()) {
-    for (let i = 0; i < 50; i++) {
-      try {
-        rmdirSync(d);
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
+  try {
+    await cg.cleanup();
+  } finally {
+    await server?.close();
+    tmp?.remove();
   }
-  const left = createdDirs.filter((d) => existsSync(d));
-  await server?.close();
-  tmp?.remove();
-  if (left.length) throw new Error(`cgroups left behind: ${left.join(', ')}`);
 });
 
 async function attestor(extra: Record<string, unknown> = {}): Promise<EdgeWorkloadAttestor> {
