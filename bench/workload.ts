@@ -2,7 +2,8 @@
  * Workload attestor benchmark: a 110-pod node (220 containers) with a warm pod index.
  * Prints one JSON object on stdout and nothing else:
  *  - direct: EdgeWorkloadAttestor.attest latency p50/p99 (sequential) and attestations/s (64 in flight);
- *  - grpc: the same through the built plugin binary over go-plugin gRPC (the way SPIRE calls it);
+ *  - grpc: the same through the built plugin binary over go-plugin gRPC (the way SPIRE calls it), without host
+ *    services and with SPIRE's Metrics host service offered (grpc_with_spire_metrics: what our metrics cost);
  *  - pod source bytes per 1,000 attestations vs fetching /pods on every call;
  *  - RSS of the bench process and of the plugin process.
  * The pod source is an edged-style HTTP `/pods` server on 127.0.0.1; the procfs is a temp tree (stat + cgroup v2
@@ -198,41 +199,49 @@ async function main(): Promise<void> {
     naiveLat.sort((x, y) => x - y);
 
     // ---- through gRPC, as SPIRE calls the plugin ------------------------------------------------------
-    let grpcResult: unknown;
-    try {
-      // The plugin exactly as shipped: npm run bench builds dist/bin first.
-      const binary = join(root, 'dist/bin/edge-workload');
-      const { PluginHarness } = await import('../test/helpers/plugin-harness.js');
-      const { ServiceNames } = await import('../src/plugin/protos.js');
-      const h = await PluginHarness.launch({ binary, type: 'WorkloadAttestor' });
+    // Twice: without host services, and with SPIRE's Metrics host service offered (each Attest is then also
+    // counted and timed through it, as under a real spire-agent; the harness answers those calls).
+    const throughGrpc = async (hostServices: string[]): Promise<unknown> => {
       try {
-        await h.init([]);
-        await h.configure(`pod_source = "edged"\nedged_port = ${port}\nproc_path = "${proc}"\npoll_interval = "5s"\n`);
-        const client = h.client(ServiceNames.workloadAttestor);
-        const call = (p: number) =>
-          new Promise<unknown>((resolve, reject) => client['Attest']!({ pid: p }, (err: Error | null, res: unknown) => (err ? reject(err) : resolve(res))));
-        const cpu0 = cpuTicksOf(h.child.pid!);
-        const r = await measure(call, pids, 5_000, 20_000, 64);
-        const cpuMs = ((cpuTicksOf(h.child.pid!) - cpu0) * 1000) / CLK_TCK;
-        const calls = 2000 + 5_000 + 20_000;
-        grpcResult = {
-          ...r,
-          plugin_cpu_us_per_attestation: round((cpuMs * 1000) / calls, 1),
-          plugin_cpu_bound_attestations_per_s_per_core: Math.round(calls / (cpuMs / 1000)),
-          note: 'client (grpc-js, in this bench process) and plugin share the machine; the client costs more CPU per call than the plugin',
-          plugin_rss_bytes: rssOf(h.child.pid!),
-        };
-      } finally {
-        await h.unload();
+        // The plugin exactly as shipped: npm run bench builds dist/bin first.
+        const binary = join(root, 'dist/bin/edge-workload');
+        const { PluginHarness } = await import('../test/helpers/plugin-harness.js');
+        const { ServiceNames } = await import('../src/plugin/protos.js');
+        const h = await PluginHarness.launch({ binary, type: 'WorkloadAttestor' });
+        try {
+          await h.init(hostServices);
+          await h.configure(`pod_source = "edged"\nedged_port = ${port}\nproc_path = "${proc}"\npoll_interval = "5s"\n`);
+          const client = h.client(ServiceNames.workloadAttestor);
+          const call = (p: number) =>
+            new Promise<unknown>((resolve, reject) => client['Attest']!({ pid: p }, (err: Error | null, res: unknown) => (err ? reject(err) : resolve(res))));
+          const cpu0 = cpuTicksOf(h.child.pid!);
+          const r = await measure(call, pids, 5_000, 20_000, 64);
+          const cpuMs = ((cpuTicksOf(h.child.pid!) - cpu0) * 1000) / CLK_TCK;
+          const calls = 2000 + 5_000 + 20_000;
+          return {
+            ...r,
+            plugin_cpu_us_per_attestation: round((cpuMs * 1000) / calls, 1),
+            plugin_cpu_bound_attestations_per_s_per_core: Math.round(calls / (cpuMs / 1000)),
+            ...(hostServices.length ? { metric_calls_received: h.metricCalls.length } : {}),
+            note: 'client (grpc-js, in this bench process) and plugin share the machine; the client costs more CPU per call than the plugin',
+            plugin_rss_bytes: rssOf(h.child.pid!),
+          };
+        } finally {
+          await h.unload();
+        }
+      } catch (err) {
+        return { error: err instanceof Error ? err.message : String(err) };
       }
-    } catch (err) {
-      grpcResult = { error: err instanceof Error ? err.message : String(err) };
-    }
+    };
+    const { ServiceNames: names } = await import('../src/plugin/protos.js');
+    const grpcResult = await throughGrpc([]);
+    const grpcWithMetrics = await throughGrpc([names.metrics]);
 
     const out = {
       node: { pods: PODS, containers: PODS * CONTAINERS_PER_POD, pods_body_bytes: bodyBytes },
       direct,
       grpc: grpcResult,
+      grpc_with_spire_metrics: grpcWithMetrics,
       pod_source: {
         bytes_per_1000_attestations_warm_index: bytesPer1000,
         wall_ms_for_those_1000: ms1000,
