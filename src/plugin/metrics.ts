@@ -8,8 +8,9 @@
  * are sampled, at most MAX_SAMPLES_PER_FLUSH per series and flush (a uniform reservoir), sent as AddSample in
  * milliseconds, which is what SPIRE's own MeasureSince records.
  *
- * Fire and forget: a metric never delays or fails an attestation. At most MAX_IN_FLIGHT calls are outstanding;
- * beyond that, or while the host cannot be reached, samples are dropped and counted (`dropped`).
+ * Fire and forget: a metric never delays or fails an attestation. At most MAX_IN_FLIGHT calls are outstanding and
+ * the rest wait in a bounded queue; beyond it, or while the host cannot be reached, samples are dropped and counted
+ * (`dropped`).
  */
 import * as grpc from '@grpc/grpc-js';
 import { isAttestorError } from '../errors.js';
@@ -26,7 +27,9 @@ const FLUSH_MS = 1_000;
 const MAX_SAMPLES_PER_FLUSH = 16;
 /** Distinct series kept between flushes; labels are bounded sets, so this is only a guard. */
 const MAX_SERIES = 512;
-const MAX_IN_FLIGHT = 256;
+const MAX_IN_FLIGHT = 64;
+/** Two flushes' worth at the series bound: a host that falls further behind loses samples, never memory. */
+const MAX_QUEUED = 2 * MAX_SERIES * (1 + MAX_SAMPLES_PER_FLUSH);
 const CALL_TIMEOUT_MS = 5_000;
 
 type Callback = (err: grpc.ServiceError | null) => void;
@@ -57,7 +60,9 @@ export class HostMetrics implements Metrics {
   #counters = new Map<string, CounterSeries>();
   #samples = new Map<string, SampleSeries>();
   #timer: NodeJS.Timeout | undefined;
+  readonly #queue: { method: Method; request: object }[] = [];
   #inFlight = 0;
+  #closed = false;
   #dropped = 0;
   #warned = false;
 
@@ -72,13 +77,13 @@ export class HostMetrics implements Metrics {
     this.#random = random;
   }
 
-  /** Samples not delivered: over the in-flight bound or the series bound, host unreachable, or refused by the host. */
+  /** Samples not delivered: over the queue or series bound, host unreachable, or refused by the host. */
   get dropped(): number {
     return this.#dropped;
   }
 
   incrCounter(key: readonly string[], labels: MetricLabels = {}, value = 1): void {
-    if (!this.#offered()) return;
+    if (this.#closed || !this.#offered()) return;
     const id = seriesId(key, labels);
     const series = this.#counters.get(id);
     if (series) series.value += value;
@@ -88,7 +93,7 @@ export class HostMetrics implements Metrics {
   }
 
   measureSince(key: readonly string[], startedAtMs: number, labels: MetricLabels = {}): void {
-    if (!this.#offered()) return;
+    if (this.#closed || !this.#offered()) return;
     const ms = Math.max(0, Date.now() - startedAtMs);
     const id = seriesId(key, labels);
     let series = this.#samples.get(id);
@@ -125,21 +130,33 @@ export class HostMetrics implements Metrics {
     for (const s of samples) for (const ms of s.values) this.#send('AddSample', { key: s.key, val: ms, labels: toLabels(s.labels) });
   }
 
+  /** Queues one call; at most MAX_IN_FLIGHT run at once, and a queue the host cannot keep up with drops. */
   #send(method: Method, request: object): void {
-    if (this.#inFlight >= MAX_IN_FLIGHT) {
-      this.#drop('too many metric calls in flight');
+    if (this.#queue.length >= MAX_QUEUED) {
+      this.#drop('the host is not keeping up with metric calls');
       return;
     }
-    this.#inFlight++;
-    this.#dial()
-      .then((client) => {
-        if (!client) throw new Error('host services unreachable');
-        return new Promise<void>((resolve, reject) => {
-          client[method](request, { deadline: Date.now() + CALL_TIMEOUT_MS }, (err) => (err ? reject(err) : resolve()));
+    this.#queue.push({ method, request });
+    this.#pump();
+  }
+
+  #pump(): void {
+    while (this.#inFlight < MAX_IN_FLIGHT && this.#queue.length > 0) {
+      const { method, request } = this.#queue.shift()!;
+      this.#inFlight++;
+      this.#dial()
+        .then((client) => {
+          if (!client) throw new Error('host services unreachable');
+          return new Promise<void>((resolve, reject) => {
+            client[method](request, { deadline: Date.now() + CALL_TIMEOUT_MS }, (err) => (err ? reject(err) : resolve()));
+          });
+        })
+        .catch((err: Error) => this.#drop(err.message))
+        .finally(() => {
+          this.#inFlight--;
+          this.#pump();
         });
-      })
-      .catch((err: Error) => this.#drop(err.message))
-      .finally(() => this.#inFlight--);
+    }
   }
 
   #dial(): Promise<MetricsClient | undefined> {
@@ -167,15 +184,16 @@ export class HostMetrics implements Metrics {
     }
   }
 
-  /** Flushes, then closes the connection once the last calls are answered (or time out). */
+  /** Flushes, then closes the connection once the queue is sent (or CALL_TIMEOUT_MS has passed); later samples are ignored. */
   close(): void {
     this.flush();
-    const client = this.#client;
-    this.#client = undefined;
-    if (!client) return;
+    this.#closed = true;
     const closeWhenIdle = (left: number) => {
-      if (this.#inFlight === 0 || left === 0) void client.then((c) => c?.close());
-      else setTimeout(() => closeWhenIdle(left - 1), 50).unref();
+      if ((this.#inFlight === 0 && this.#queue.length === 0) || left === 0) {
+        const client = this.#client;
+        this.#client = undefined;
+        void client?.then((c) => c?.close());
+      } else setTimeout(() => closeWhenIdle(left - 1), 50).unref();
     };
     closeWhenIdle(CALL_TIMEOUT_MS / 50);
   }
