@@ -114,7 +114,7 @@ interface ChallengeMessage {
   challenge?: Buffer;
 }
 
-export function agentNodeAttestorService(impl: AgentNodeAttestor, log: Logger): ServiceRegistration {
+export function agentNodeAttestorService(impl: AgentNodeAttestor, log: Logger, metrics: Metrics = NO_METRICS): ServiceRegistration {
   return {
     serviceName: ServiceNames.agentNodeAttestor,
     addToServer(server) {
@@ -122,7 +122,19 @@ export function agentNodeAttestorService(impl: AgentNodeAttestor, log: Logger): 
         AidAttestation: (call: grpc.ServerDuplexStream<ChallengeMessage, object>) => {
           const controller = new AbortController();
           let finished = false;
+          // The agent never learns the server's verdict; what it can report is its own part: the evidence (payload)
+          // and each challenge answer, with how long the TPM took (a slow TPM shows up here before nonce_ttl bites).
+          const evidence = (step: 'payload' | 'challenge', startedAt: number, err?: unknown) =>
+            recordAttestation(metrics, 'agent_evidence', startedAt, {
+              step,
+              ...(err === undefined ? ATTESTATION_OK : controller.signal.aborted ? ATTESTATION_CANCELLED : attestationFailure(err)),
+            });
+          const beganAt = Date.now();
           const sessionPromise = impl.begin(controller.signal);
+          sessionPromise.then(
+            () => evidence('payload', beganAt),
+            (err: unknown) => evidence('payload', beganAt, err),
+          );
           let queue: Promise<void> = Promise.resolve();
 
           const finish = (err?: unknown) => {
@@ -150,8 +162,16 @@ export function agentNodeAttestorService(impl: AgentNodeAttestor, log: Logger): 
               .then(async () => {
                 const session = await sessionPromise;
                 if (finished) return;
-                const response = await session.respond(new Uint8Array(msg.challenge ?? Buffer.alloc(0)));
-                if (response.length === 0) throw new InternalError('ERR_ATTEST_PROTOCOL', 'attestor produced an empty challenge response');
+                const answeringAt = Date.now();
+                let response: Uint8Array;
+                try {
+                  response = await session.respond(new Uint8Array(msg.challenge ?? Buffer.alloc(0)));
+                  if (response.length === 0) throw new InternalError('ERR_ATTEST_PROTOCOL', 'attestor produced an empty challenge response');
+                } catch (err) {
+                  evidence('challenge', answeringAt, err);
+                  throw err;
+                }
+                evidence('challenge', answeringAt);
                 if (!finished) call.write({ challenge_response: Buffer.from(response) });
               })
               .catch((err: unknown) => finish(err));

@@ -74,7 +74,7 @@ function instantiate(
     return { impl, registration: serverNodeAttestorService(impl, log, context.host.metrics) };
   }
   const impl = definition.create(context);
-  return { impl, registration: agentNodeAttestorService(impl, log) };
+  return { impl, registration: agentNodeAttestorService(impl, log, context.host.metrics) };
 }
 
 export async function servePlugin(definition: PluginDefinition, options: ServeOptions): Promise<RunningPlugin> {

@@ -2,15 +2,19 @@
  * Our metrics in SPIRE's own telemetry: an unmodified spire-server with a Prometheus sink loads the built
  * tpm-server; nodes attest through the server's Agent API (AttestAgent, as spire-agent calls it) with a software
  * TPM's evidence; the server's /metrics endpoint then shows our node_attestation counter and timing, under SPIRE's
- * prefix, labelled by outcome: what an operator scrapes and alerts on.
+ * prefix, labelled by outcome: what an operator scrapes and alerts on. Then a real spire-agent with tpm-agent on a
+ * swtpm and edge-workload shows the agent side on its own /metrics: the TPM evidence steps and a workload attestation.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attestAgent } from '../helpers/agent-api.js';
-import { builtPlugin } from '../helpers/binaries.js';
-import { freePort, NO_SPIRE_NOTE, SpireServer, spireUnderTest, type SpireInstall } from '../helpers/spire.js';
+import { builtPlugin, repoRoot } from '../helpers/binaries.js';
+import { simulateMeasuredBoot } from '../helpers/measured-boot.js';
+import { freePort, NO_SPIRE_NOTE, SpireAgent, SpireServer, spireUnderTest, type SpireInstall } from '../helpers/spire.js';
+import { startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 import { SoftAgent } from '../nodeattestor/soft-agent.js';
 
 const installs = spireUnderTest();
@@ -38,32 +42,44 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
   let work: string;
   let server: SpireServer;
   let metricsPort: number;
+  let tpm: SwtpmHandle;
   const trusted = new SoftAgent();
   const untrusted = SoftAgent.of('p256', 'p256', 41);
 
   beforeAll(async () => {
     work = mkdtempSync(join(tmpdir(), `metrics-spire-${spire.version}-`));
     metricsPort = await freePort();
+    tpm = await startSwtpm();
+    writeFileSync(join(work, 'ek-ca.pem'), tpm.rootCaPem + tpm.intermediateCaPem);
     server = await SpireServer.start({
       spire,
       dir: join(work, 'server'),
       trustDomain: TD,
       telemetry: { Prometheus: { host: '127.0.0.1', port: metricsPort } },
-      plugins: [{ type: 'NodeAttestor', name: 'tpm', cmd: builtPlugin('tpm-server'), data: { ek_hash_allowlist: [trusted.ekHash], require_event_log: false } }],
+      plugins: [
+        {
+          type: 'NodeAttestor',
+          name: 'tpm',
+          cmd: builtPlugin('tpm-server'),
+          // The soft TPM by hash (it sends no log); the swtpm node by its EK chain, with its measured-boot log.
+          data: { ek_hash_allowlist: [trusted.ekHash], ek_ca_path: join(work, 'ek-ca.pem'), require_event_log: false },
+        },
+      ],
     });
   }, 120_000);
 
   afterAll(async () => {
     await server?.stop();
+    await tpm?.stop();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
   const answer = (agent: SoftAgent) => async (challenge: Buffer) => Buffer.from(agent.respond(new Uint8Array(challenge)));
 
-  async function scrape(name: string, until: (s: ReturnType<typeof samples>) => boolean): Promise<ReturnType<typeof samples>> {
+  async function scrape(name: string, until: (s: ReturnType<typeof samples>) => boolean, port = metricsPort): Promise<ReturnType<typeof samples>> {
     let found: ReturnType<typeof samples> = [];
     for (let i = 0; i < 100; i++) {
-      const text = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((r) => r.text(), () => '');
+      const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text(), () => '');
       found = samples(text, name);
       if (until(found)) return found;
       await new Promise((r) => setTimeout(r, 100));
@@ -89,4 +105,37 @@ describe.each(installs.map((spire) => [spire.version, spire] as [string, SpireIn
       ['PERMISSION_DENIED', 1],
     ]);
   }, 120_000);
+
+  it('a real spire-agent: tpm-agent reports its evidence steps and edge-workload each workload attestation', async () => {
+    const log = new Uint8Array(readFileSync(`${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`));
+    await simulateMeasuredBoot(tpm.tcti, log);
+    writeFileSync(join(work, 'bios_measurements'), log);
+    const agentMetricsPort = await freePort();
+    const agent = await SpireAgent.start({
+      spire,
+      dir: join(work, 'agent'),
+      server,
+      telemetry: { Prometheus: { host: '127.0.0.1', port: agentMetricsPort } },
+      plugins: [
+        { type: 'NodeAttestor', name: 'tpm', cmd: builtPlugin('tpm-agent'), data: { tpm_tcti: tpm.tcti, event_log_path: join(work, 'bios_measurements') } },
+        { type: 'WorkloadAttestor', name: 'k8s', cmd: builtPlugin('edge-workload'), data: { pod_source: 'none' } },
+      ],
+    });
+    try {
+      const steps = await scrape('spire_agent_edge_attestors_agent_evidence', (s) => s.length >= 2, agentMetricsPort);
+      expect(steps.map((x) => [x.labels['step'], x.labels['status'], x.value]).sort()).toEqual([
+        ['challenge', 'OK', 1],
+        ['payload', 'OK', 1],
+      ]);
+      // A Workload API call makes the agent attest the caller's PID through edge-workload (no entry: no SVID).
+      await new Promise<void>((resolve) => {
+        const child = spawn(spire.agent, ['api', 'fetch', 'x509', '-socketPath', agent.socketPath, '-timeout', '2s'], { stdio: 'ignore' });
+        child.once('exit', () => resolve());
+      });
+      const workloads = await scrape('spire_agent_edge_attestors_workload_attestation', (s) => s.some((x) => x.labels['status'] === 'OK'), agentMetricsPort);
+      expect(workloads.find((x) => x.labels['status'] === 'OK')?.value).toBeGreaterThanOrEqual(1);
+    } finally {
+      await agent.stop();
+    }
+  }, 180_000);
 });

@@ -442,6 +442,8 @@ export interface AgentOptions {
   readonly plugins: readonly (ExternalPlugin | BuiltinPlugin)[];
   readonly logLevel?: string;
   readonly agent?: { readonly [k: string]: HclValue | undefined };
+  /** A top-level `telemetry { }` block, as for the server. */
+  readonly telemetry?: { readonly [k: string]: HclValue | undefined };
   /** Connect here instead of the server's own port (a proxy in front of several servers). */
   readonly serverPort?: number;
   readonly launch?: Launch;
@@ -490,6 +492,7 @@ export class SpireAgent {
           ...options.agent,
         },
       }),
+      options.telemetry ? toHcl({ telemetry: options.telemetry }) : '',
       pluginsHcl([{ type: 'KeyManager', name: 'memory', data: {} }, ...options.plugins]),
     ].join('\n');
     const configPath = join(dir, 'agent.conf');

@@ -1,13 +1,21 @@
 /**
  * Metrics through SPIRE's Metrics host service: the shipped tpm-server and edge-workload, launched as SPIRE launches
  * them, report every attestation (counter + timing, labelled by gRPC status and our error code, aggregated per second)
- * to the host's Metrics service over the go-plugin broker, and call nothing when SPIRE did not offer it.
+ * to the host's Metrics service over the go-plugin broker, and call nothing when SPIRE did not offer it; tpm-agent
+ * reports its own part (evidence and challenge answers, on a real swtpm).
  * test/e2e/metrics.test.ts reads the same counters back from a real spire-server's Prometheus endpoint.
  */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ServiceNames } from '../../src/plugin/protos.js';
-import { builtPlugin } from '../helpers/binaries.js';
+import { builtPlugin, repoRoot } from '../helpers/binaries.js';
+import { simulateMeasuredBoot } from '../helpers/measured-boot.js';
 import { attestThroughServer, PluginHarness, type MetricCall } from '../helpers/plugin-harness.js';
+import { relayAttestation } from '../helpers/spire-relay.js';
+import { startSwtpm } from '../helpers/swtpm.js';
 import { SoftAgent } from '../nodeattestor/soft-agent.js';
 
 const launched: PluginHarness[] = [];
@@ -100,5 +108,57 @@ describe('edge-workload reports workload attestations to SPIRE', () => {
     const samples = calls.filter((c) => c.method === 'AddSample');
     expect(samples.length).toBeGreaterThan(0);
     expect(samples.length).toBeLessThanOrEqual(16 * counters(calls).length);
+  });
+});
+
+describe('tpm-agent reports its evidence to SPIRE', () => {
+  const LOG = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
+  const evidence = (calls: readonly MetricCall[]) => calls.filter((c) => c.method === 'IncrCounter' && c.key.join('.') === 'edge_attestors.agent_evidence');
+
+  it('the payload and the challenge answer, each counted and timed with step and outcome', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'agent-metrics-'));
+    const tpm = await startSwtpm();
+    try {
+      const log = new Uint8Array(readFileSync(LOG));
+      await simulateMeasuredBoot(tpm.tcti, log);
+      writeFileSync(join(work, 'log.bin'), log);
+      writeFileSync(join(work, 'ca.pem'), tpm.rootCaPem + tpm.intermediateCaPem);
+      const agent = await PluginHarness.launch({ binary: builtPlugin('tpm-agent'), type: 'NodeAttestor' });
+      launched.push(agent);
+      await agent.init();
+      await agent.configure(`tpm_tcti = "${tpm.tcti}"\nevent_log_path = "${join(work, 'log.bin')}"\nek_kind = "rsa"`);
+      const server = await PluginHarness.launch({ binary: builtPlugin('tpm-server'), type: 'NodeAttestor' });
+      launched.push(server);
+      await server.init();
+      await server.configure(`ek_ca_path = "${join(work, 'ca.pem')}"`);
+      await expect(relayAttestation(agent, server)).resolves.toMatchObject({ attributes: { can_reattest: true } });
+      const calls = await metricsUntil(agent, (c) => evidence(c).length >= 2);
+      expect(evidence(calls).map((c) => c.labels).sort((a, b) => (a['step']! < b['step']! ? -1 : 1))).toEqual([
+        { step: 'challenge', status: 'OK', code: 'none' },
+        { step: 'payload', status: 'OK', code: 'none' },
+      ]);
+      expect(calls.filter((c) => c.method === 'AddSample' && c.key.join('.') === 'edge_attestors.agent_evidence.duration')).toHaveLength(2);
+    } finally {
+      await tpm.stop();
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+
+  it('a TPM that cannot be reached: the payload step is counted with the error code', async () => {
+    const agent = await PluginHarness.launch({ binary: builtPlugin('tpm-agent'), type: 'NodeAttestor' });
+    launched.push(agent);
+    await agent.init();
+    await agent.configure('tpm_tcti = "swtpm:path=/nonexistent/tpm.sock"\nek_kind = "rsa"');
+    const call = agent.client(ServiceNames.agentNodeAttestor)['AidAttestation']!() as grpc.ClientDuplexStream<object, object>;
+    const err = await new Promise<grpc.ServiceError>((resolve) => {
+      call.on('error', resolve);
+      call.on('data', () => undefined);
+    });
+    expect(err.code).not.toBe(grpc.status.OK);
+    const calls = await metricsUntil(agent, (c) => evidence(c).length >= 1);
+    const [payload] = evidence(calls);
+    expect(payload?.labels['step']).toBe('payload');
+    expect(payload?.labels['status']).toBe(grpc.status[err.code]);
+    expect(payload?.labels['code']).toMatch(/^ERR_/);
   });
 });
