@@ -23,6 +23,7 @@ import { evaluateRuntimePolicy, parseRuntimePolicy, publicKeyFromPem, runtimePol
 import { IMA_PCR, ImaKeyring, parseImaLog, verifyImaAgainstPcr, type ImaBankValues, type ImaEntry, type ImaHashName } from '../tpm/ima/index.js';
 import { ImaStateStore, type NodeImaState } from './ima-state.js';
 import { MAX_IMA_LIST_BYTES, decodeImaResendResponse, encodeImaResend } from './wire.js';
+import { concatBytes } from '../tpm/bytes.js';
 import { locateImaEntry } from '../tpm/ima/slice.js';
 import type { PcrSelection } from '../tpm/pcrs.js';
 import type { QuotedPcrs } from '../tpm/quote.js';
@@ -267,13 +268,7 @@ async function gatherChunks(first: NodeImaEvidence, ctx: NodeImaContext): Promis
     have += n;
   }
   ctx.audit['ima_chunks'] = chunks.length;
-  const log = new Uint8Array(bytes);
-  let at = 0;
-  for (const c of chunks) {
-    log.set(c, at);
-    at += c.length;
-  }
-  return { log, offset: first.offset, total: have };
+  return { log: concatBytes(...chunks), offset: first.offset, total: have };
 }
 
 /** Replays `evidence` (from `base`, or from zeros) to the quoted PCR 10 and judges the new entries by the policy. */

@@ -15,6 +15,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { isAttestorError } from '../errors.js';
 import { clientConstructor, ServiceNames } from './protos.js';
+import { toStatus } from './status.js';
 import type { Logger, MetricLabels, Metrics } from './types.js';
 
 /** For plugins run without SPIRE's host services (and for tests that do not look at metrics). */
@@ -203,10 +204,13 @@ export const ATTESTATION_OK: MetricLabels = Object.freeze({ status: 'OK', code: 
 /** SPIRE gave up on the stream before a verdict (agent gone, server shutting down). */
 export const ATTESTATION_CANCELLED: MetricLabels = Object.freeze({ status: 'CANCELLED', code: 'none' });
 
-/** What one failed attestation RPC ended with: the gRPC status SPIRE saw and, for our own errors, their code. */
+/**
+ * What one failed attestation RPC ended with: the gRPC status SPIRE saw (the runtime's own error-to-status mapping,
+ * so the two cannot disagree) and, for our own errors, their code.
+ */
 export function attestationFailure(err: unknown): MetricLabels {
-  if (isAttestorError(err)) return { status: grpc.status[err.grpcCode] ?? 'UNKNOWN', code: err.code };
-  return { status: 'INTERNAL', code: 'ERR_INTERNAL' };
+  const status = grpc.status[toStatus(err).code] ?? 'UNKNOWN';
+  return { status, code: isAttestorError(err) ? err.code : status === 'INTERNAL' ? 'ERR_INTERNAL' : 'none' };
 }
 
 /**

@@ -24,6 +24,7 @@ import { DECISION_EVENT_TYPE, DECISION_EVENT_VERSION, EAR_PROFILE, Ar4si, type D
 import type { DecisionEvents } from '../nodeattestor/event-sinks.js';
 import type { Logger } from '../plugin/types.js';
 import { evaluateRuntimePolicy, parseRuntimePolicy, publicKeyFromPem, type RuntimePolicy, type RuntimeViolation } from '../policy/runtime-policy.js';
+import { toHex } from '../tpm/bytes.js';
 import { ImaKeyring, type ImaEntry, type ImaHashName } from '../tpm/ima/index.js';
 import { Tpm2Tools } from '../tpm/tools.js';
 import type { Located } from './cgroup.js';
@@ -146,8 +147,6 @@ interface Verdict {
   readonly reason?: string;
   readonly violation?: { readonly v: RuntimeViolation; readonly inLog: boolean };
 }
-
-const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
 
 export class WorkloadIma {
   readonly #config: WorkloadImaConfig;
@@ -345,7 +344,7 @@ export class WorkloadIma {
       // The last entry for this path with the file's current content: the measurement of what runs now.
       const match = verified
         .byPath(file.path)
-        .filter((e) => HASHABLE.has(e.digestAlg) && hex(e.digest) === digestIn(e.digestAlg))
+        .filter((e) => HASHABLE.has(e.digestAlg) && toHex(e.digest) === digestIn(e.digestAlg))
         .at(-1);
       if (match) {
         const v = this.#evaluate([match], policy);

@@ -103,7 +103,6 @@ export class Procfs {
     return parseStatStartTime(this.#read(pid, 'stat'));
   }
 
-  /** `/proc/<pid>/cgroup`, or `undefined` when absent (only synthetic trees; the kernel always has it). */
   /**
    * This process's own /proc/self/cgroup (always the real /proc: it is about the agent, not a mounted host tree), or
    * undefined when it cannot be read. Paths in it are relative to the same cgroup namespace as the PIDs' files.
@@ -116,6 +115,7 @@ export class Procfs {
     }
   }
 
+  /** `/proc/<pid>/cgroup`, or `undefined` when absent (only synthetic trees; the kernel always has it). */
   cgroup(pid: number): string | undefined {
     try {
       return readFileSync(this.#path(pid, 'cgroup'), 'utf8');
