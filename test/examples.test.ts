@@ -18,6 +18,7 @@ import { parseConfig as parseWorkloadConfig } from '../src/workload/config.js';
 import { builtPlugin, repoRoot } from './helpers/binaries.js';
 import { simulateMeasuredBoot } from './helpers/measured-boot.js';
 import { PluginHarness } from './helpers/plugin-harness.js';
+import { settingsHcl } from './helpers/spire.js';
 import { relayAttestation } from './helpers/spire-relay.js';
 import { startSwtpm, type SwtpmHandle } from './helpers/swtpm.js';
 
@@ -145,17 +146,11 @@ describe('examples/tpm-node-attestation enforces what its README claims', () => 
     return block.data;
   }
 
-  function hcl(data: Record<string, unknown>): string {
-    return Object.entries(data)
-      .map(([k, v]) => `${k} = ${JSON.stringify(v)}`)
-      .join('\n');
-  }
-
   async function plugin(name: string, data: Record<string, unknown>): Promise<PluginHarness> {
     const h = await PluginHarness.launch({ binary: builtPlugin(name), type: 'NodeAttestor' });
     harnesses.push(h);
     await h.init();
-    await h.configure(hcl(data), 'edge.example');
+    await h.configure(settingsHcl(data), 'edge.example');
     return h;
   }
 

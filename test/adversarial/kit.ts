@@ -17,6 +17,7 @@ import { parseEventLog } from '../../src/tpm/eventlog.js';
 import { EventType } from '../../src/tpm/eventlog-types.js';
 import { builtPlugin, repoRoot } from '../helpers/binaries.js';
 import { PluginHarness } from '../helpers/plugin-harness.js';
+import { settingsHcl } from '../helpers/spire.js';
 import { relayAttestation, type RelayHooks, type RelayResult } from '../helpers/spire-relay.js';
 import { extendPcrs, startSwtpm, tpm2, type SwtpmHandle, type SwtpmOptions } from '../helpers/swtpm.js';
 import { decodeChallenge, type AttestationChallenge } from '../../src/nodeattestor/wire.js';
@@ -123,7 +124,7 @@ export class AttackLab {
     const h = await PluginHarness.launch({ binary: builtPlugin(name), type: 'NodeAttestor' });
     this.#harnesses.push(h);
     await h.init();
-    await h.configure(hcl(settings));
+    await h.configure(settingsHcl(settings));
     return h;
   }
 
@@ -137,6 +138,15 @@ export class AttackLab {
     return this.plugin('tpm-agent', { tpm_tcti: tpm.tcti, event_log_path: logPath, ek_kind: 'rsa' });
   }
 
+  /** The usual target: a node that booted the golden log, an honest agent on it and a server (with `serverExtra`). */
+  async goldenNode(serverExtra: Record<string, unknown> = {}): Promise<{ node: SwtpmHandle; server: PluginHarness; agent: PluginHarness }> {
+    const events = goldenEvents();
+    const node = await this.bootNode(events);
+    const server = await this.server(undefined, serverExtra);
+    const agent = await this.agent(node, this.file('eventlog.bin', writeLog(events)));
+    return { node, server, agent };
+  }
+
   async cleanup(): Promise<void> {
     for (const h of this.#harnesses.splice(0)) await h.kill();
     await Promise.all(this.#tpms.splice(0).map((t) => t.stop()));
@@ -144,11 +154,7 @@ export class AttackLab {
   }
 }
 
-export function hcl(settings: Record<string, unknown>): string {
-  return Object.entries(settings)
-    .map(([k, v]) => `${k} = ${JSON.stringify(v)}`)
-    .join('\n');
-}
+export { settingsHcl as hcl } from '../helpers/spire.js';
 
 /** The server plugin (not the agent) refused with `code`, and its message matches `pattern`. */
 export async function expectRefused(promise: Promise<unknown>, code: grpc.status, pattern?: RegExp): Promise<grpc.ServiceError> {

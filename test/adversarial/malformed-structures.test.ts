@@ -11,22 +11,17 @@ import { decodePayload, decodeResponse, encodePayload, encodeResponse } from '..
 import { ServiceNames } from '../../src/plugin/protos.js';
 import { parseEventLog } from '../../src/tpm/eventlog.js';
 import type { PluginHarness } from '../helpers/plugin-harness.js';
-import type { SwtpmHandle } from '../helpers/swtpm.js';
-import { AttackLab, expectRefused, genuineAttestation, goldenEvents, writeLog } from './kit.js';
+import { AttackLab, expectRefused, genuineAttestation } from './kit.js';
 import { openAgentSession, openServerAttempt } from './streams.js';
 
 const lab = new AttackLab();
-let node: SwtpmHandle;
 let server: PluginHarness;
 let agent: PluginHarness;
 let genuine: ReturnType<typeof decodePayload>;
 let payloadJson: Record<string, unknown>;
 
 beforeAll(async () => {
-  const events = goldenEvents();
-  node = await lab.bootNode(events);
-  server = await lab.server(undefined);
-  agent = await lab.agent(node, lab.file('eventlog.bin', writeLog(events)));
+  ({ server, agent } = await lab.goldenNode());
   const payload = await openAgentSession(agent).payload;
   genuine = decodePayload(payload);
   payloadJson = JSON.parse(payload.toString('utf8')) as Record<string, unknown>;

@@ -8,24 +8,19 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_CHALLENGE_BYTES, MAX_PAYLOAD_BYTES, MAX_RESPONSE_BYTES, decodePayload } from '../../src/nodeattestor/wire.js';
 import type { PluginHarness } from '../helpers/plugin-harness.js';
-import type { SwtpmHandle } from '../helpers/swtpm.js';
-import { AttackLab, expectRefused, genuineAttestation, goldenEvents, writeLog } from './kit.js';
+import { AttackLab, expectRefused, genuineAttestation } from './kit.js';
 import { openAgentSession, openServerAttempt } from './streams.js';
 
 const lab = new AttackLab();
 const KIB = 1024;
 const MIB = 1024 * KIB;
-let node: SwtpmHandle;
 let server: PluginHarness;
 let agent: PluginHarness;
 /** The genuine payload as JSON, for field-by-field edits. */
 let payloadJson: Record<string, unknown>;
 
 beforeAll(async () => {
-  const events = goldenEvents();
-  node = await lab.bootNode(events);
-  server = await lab.server(undefined);
-  agent = await lab.agent(node, lab.file('eventlog.bin', writeLog(events)));
+  ({ server, agent } = await lab.goldenNode());
   const payload = await openAgentSession(agent).payload;
   decodePayload(payload); // it is a valid payload
   payloadJson = JSON.parse(payload.toString('utf8')) as Record<string, unknown>;

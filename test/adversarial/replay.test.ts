@@ -9,22 +9,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeResponse, encodeResponse } from '../../src/nodeattestor/wire.js';
 import type { PluginHarness } from '../helpers/plugin-harness.js';
 import type { RelayResult } from '../helpers/spire-relay.js';
-import type { SwtpmHandle } from '../helpers/swtpm.js';
-import { AttackLab, expectRefused, genuineAttestation, goldenEvents, writeLog } from './kit.js';
+import { AttackLab, expectRefused, genuineAttestation } from './kit.js';
 import { openServerAttempt } from './streams.js';
 
 const lab = new AttackLab();
-let node: SwtpmHandle;
 let server: PluginHarness;
 let agent: PluginHarness;
 let recorded: RelayResult;
 
 beforeAll(async () => {
-  const events = goldenEvents();
-  node = await lab.bootNode(events);
-  const logPath = lab.file('eventlog.bin', writeLog(events));
-  server = await lab.server(undefined, { max_pending_challenges_per_ek: 16 });
-  agent = await lab.agent(node, logPath);
+  ({ server, agent } = await lab.goldenNode({ max_pending_challenges_per_ek: 16 }));
   recorded = await genuineAttestation(agent, server); // what the wiretap saw
   expect(recorded.attributes.spiffe_id).toMatch(/\/spire\/agent\/tpm\/[0-9a-f]{64}$/);
 }, 120_000);

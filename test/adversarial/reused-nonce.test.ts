@@ -9,21 +9,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeChallenge, decodeResponse, encodeChallenge, encodeResponse } from '../../src/nodeattestor/wire.js';
 import { parseAttest } from '../../src/tpm/attest.js';
 import type { PluginHarness } from '../helpers/plugin-harness.js';
-import type { SwtpmHandle } from '../helpers/swtpm.js';
-import { AttackLab, expectRefused, genuineAttestation, goldenEvents, writeLog } from './kit.js';
+import { AttackLab, expectRefused, genuineAttestation } from './kit.js';
 import { openAgentSession, openServerAttempt } from './streams.js';
 
 const lab = new AttackLab();
-let node: SwtpmHandle;
 let server: PluginHarness;
 let agent: PluginHarness;
 
 beforeAll(async () => {
-  const events = goldenEvents();
-  node = await lab.bootNode(events);
-  const logPath = lab.file('eventlog.bin', writeLog(events));
-  server = await lab.server(undefined, { max_pending_challenges_per_ek: 16 });
-  agent = await lab.agent(node, logPath);
+  ({ server, agent } = await lab.goldenNode({ max_pending_challenges_per_ek: 16 }));
 }, 120_000);
 
 afterAll(() => lab.cleanup());

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { builtPlugin, repoRoot } from '../helpers/binaries.js';
 import { PluginHarness } from '../helpers/plugin-harness.js';
+import { settingsHcl } from '../helpers/spire.js';
 import { runCli } from './run-cli.js';
 
 const MULTI_BANK_LOG = `${repoRoot}test/fixtures/eventlog/gtt-cos-85-amd-sev.bin`;
@@ -32,8 +33,7 @@ async function configureServer(settings: Record<string, unknown>): Promise<unkno
   const h = await PluginHarness.launch({ binary: builtPlugin('tpm-server'), type: 'NodeAttestor' });
   harnesses.push(h);
   await h.init();
-  const hcl = Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join('\n');
-  return h.configure(hcl).then(
+  return h.configure(settingsHcl(settings)).then(
     () => 'configured',
     (err: grpc.ServiceError) => err,
   );

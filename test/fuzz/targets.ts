@@ -69,6 +69,18 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const FIXTURES = join(ROOT, 'test/fixtures');
 const enc = new TextEncoder();
 const text = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('utf8');
+const NOT_JSON = Symbol('not JSON');
+/**
+ * The input as JSON, or NOT_JSON: for decoders whose caller parses first and turns a syntax error into MalformedInput
+ * itself (pod-source.ts, the revoker and its receiver), only inputs that parse are the decoder's to survive.
+ */
+const jsonOrSkip = (b: Uint8Array): unknown => {
+  try {
+    return JSON.parse(text(b));
+  } catch {
+    return NOT_JSON;
+  }
+};
 const bytes = (s: string): Uint8Array => enc.encode(s);
 
 /** Fixture files under `dir` whose names pass `keep`, read whole (provenance sidecars skipped). */
@@ -494,12 +506,8 @@ export const TARGETS: readonly FuzzTarget[] = [
     seeds: () => fixtures('kubelet', (n) => n.endsWith('.json') && !n.startsWith('namespace')).map((b) => b.subarray(0, 32 * 1024)),
     dictionary: POD_SOURCE_DICT,
     run: (b) => {
-      let json: unknown;
-      try {
-        json = JSON.parse(text(b));
-      } catch {
-        return undefined; // pod-source.ts turns a syntax error into MalformedInput before decoding
-      }
+      const json = jsonOrSkip(b);
+      if (json === NOT_JSON) return undefined;
       const list = decodePodList(json);
       for (const pod of list.items) for (const s of pod.status.containerStatuses ?? []) containerIdOfStatus(s);
       return list;
@@ -522,12 +530,8 @@ export const TARGETS: readonly FuzzTarget[] = [
     seeds: () => fixtures('kubelet', (n) => n.startsWith('namespace')),
     dictionary: [...JSON_DICT, '"kind"', '"NamespaceList"', '"items"', '"metadata"', '"name"', '"labels"'],
     run: (b) => {
-      let json: unknown;
-      try {
-        json = JSON.parse(text(b));
-      } catch {
-        return undefined;
-      }
+      const json = jsonOrSkip(b);
+      if (json === NOT_JSON) return undefined;
       return decodeNamespaceList(json);
     },
   },
@@ -585,12 +589,8 @@ export const TARGETS: readonly FuzzTarget[] = [
     seeds: () => [bytes('{"v":1,"type":"spire-edge.attestation.decision","event_id":"e1","time":"2026-01-01T00:00:00Z","outcome":"refused","ek_hash":"' + 'a'.repeat(64) + '"}')],
     dictionary: [...JSON_DICT, '"v"', '"outcome"', '"refused"', '"accepted"', '"agent_id"', '"ek_hash"', '"event_id"'],
     run: (b) => {
-      let json: unknown;
-      try {
-        json = JSON.parse(text(b));
-      } catch {
-        return undefined;
-      }
+      const json = jsonOrSkip(b);
+      if (json === NOT_JSON) return undefined;
       return eventSchema.safeParse(json);
     },
   },

@@ -115,6 +115,11 @@ export function toHcl(obj: { readonly [k: string]: HclValue | undefined }, inden
   return lines.filter((l) => l !== '').join('\n');
 }
 
+/** A plugin's flat `plugin_data` settings as the HCL a Configure call carries (`key = <JSON value>` per line). */
+export function settingsHcl(settings: Readonly<Record<string, unknown>>): string {
+  return toHcl(settings as { readonly [k: string]: HclValue | undefined });
+}
+
 /** An external plugin as SPIRE declares it: `plugin_cmd`, the real `plugin_checksum` and `plugin_data`. */
 export interface ExternalPlugin {
   readonly type: string;

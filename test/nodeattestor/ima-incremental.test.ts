@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { builtPlugin, repoRoot } from '../helpers/binaries.js';
 import { simulateMeasuredBoot } from '../helpers/measured-boot.js';
 import { PluginHarness } from '../helpers/plugin-harness.js';
+import { settingsHcl } from '../helpers/spire.js';
 import { relayAttestation, type RelayResult } from '../helpers/spire-relay.js';
 import { extendPcrs, startSwtpm, tpm2, type SwtpmHandle } from '../helpers/swtpm.js';
 import { imaDigest, type ImaEntry } from '../../src/tpm/ima/index.js';
@@ -48,7 +49,7 @@ async function plugin(name: 'tpm-server' | 'tpm-agent', settings: Record<string,
   const h = await PluginHarness.launch({ binary: builtPlugin(name), type: 'NodeAttestor' });
   harnesses.push(h);
   await h.init();
-  await h.configure(Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`).join('\n'));
+  await h.configure(settingsHcl(settings));
   return h;
 }
 

@@ -13,6 +13,7 @@ import { createPolicyCommand } from '../../src/cli/policy-create.js';
 import { builtPlugin, repoRoot } from '../helpers/binaries.js';
 import { LegacyTpmAgent } from '../helpers/legacy-tpm-agent.js';
 import { attestThroughServer, PluginHarness } from '../helpers/plugin-harness.js';
+import { settingsHcl } from '../helpers/spire.js';
 import { startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 
 const LOG = `${repoRoot}test/fixtures/eventlog/kl-binary_bios_measurements-secureboot.bin`;
@@ -47,11 +48,7 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-function hcl(settings: Record<string, unknown>): string {
-  return Object.entries(settings)
-    .map(([k, v]) => `${k} = ${JSON.stringify(v)}`)
-    .join('\n');
-}
+const hcl = settingsHcl;
 
 async function server(settings: Record<string, unknown>): Promise<PluginHarness> {
   const h = await PluginHarness.launch({ binary: builtPlugin('tpm-server'), type: 'NodeAttestor' });

@@ -15,6 +15,7 @@ import { decodeChallenge, decodePayload, decodeResponse, encodePayload, encodeRe
 import { builtPlugin, repoRoot } from '../helpers/binaries.js';
 import { pcrEvent2Sha256, simulateMeasuredBoot } from '../helpers/measured-boot.js';
 import { PluginHarness } from '../helpers/plugin-harness.js';
+import { settingsHcl } from '../helpers/spire.js';
 import { relayAttestation } from '../helpers/spire-relay.js';
 import { extendPcrs, startSwtpm, type SwtpmHandle } from '../helpers/swtpm.js';
 
@@ -40,11 +41,7 @@ async function plugin(name: 'tpm-server' | 'tpm-agent', hcl: string): Promise<Pl
   return h;
 }
 
-function hcl(settings: Record<string, unknown>): string {
-  return Object.entries(settings)
-    .map(([k, v]) => `${k} = ${JSON.stringify(v)}`)
-    .join('\n');
-}
+const hcl = settingsHcl;
 
 let caFiles: string[];
 let policyPath: string;
