@@ -259,17 +259,18 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
           }
         : {}),
     });
+    /** The IMA list as read right after the quote: every chunk and resend of this attestation is cut from it. */
+    let imaAtQuote: Uint8Array | undefined;
     let quoted = false;
     return {
       payload,
       respond: async (challengeBytes) => {
         const resend = decodeImaResend(challengeBytes);
         if (resend) {
-          // The next chunk of a long list, or the whole list again when the server could not use the increment
-          // (another boot since its state), read again.
+          // The next chunk of a long list, or the whole list when the server could not use the increment (another
+          // boot since its state): from the bytes read after this attestation's quote, not read again per chunk.
           if (!quoted || !state.config.ima_log_path) throw new MalformedInput('ERR_WIRE_FIELD', 'IMA resend request before a quote, or without ima_log_path');
-          const imaLog = (await this.#readLog(read, state.config.ima_log_path, 'IMA log', MAX_IMA_LIST_BYTES)) ?? new Uint8Array(0);
-          const { ima_log, ima_total } = imaIncrement(imaLog, resend.from, state.config.ima_chunk_bytes);
+          const { ima_log, ima_total } = imaIncrement(imaAtQuote ?? new Uint8Array(0), resend.from, state.config.ima_chunk_bytes);
           return encodeImaResendResponse({ ima_log, ...(resend.from ? { ima_offset: resend.from } : {}), ...(ima_total !== undefined ? { ima_total } : {}) });
         }
         const challenge = decodeChallenge(challengeBytes);
@@ -288,8 +289,14 @@ export class TpmAgentAttestor implements AgentNodeAttestor {
         quoted = true;
         // Read after the quote: entries appended meanwhile only make the log longer than PCR 10, which the server
         // handles (it verifies the quoted prefix); read before, they would make PCR 10 run ahead and fail.
-        const imaLog = state.config.ima_log_path ? await this.#readLog(read, state.config.ima_log_path, 'IMA log', MAX_IMA_LIST_BYTES) : undefined;
-        return encodeResponse({ secret, attest: quote.attest, signature: quote.signature, pcr_values: quote.pcrValues, ...(imaLog ? imaIncrement(imaLog, challenge.ima_offset, state.config.ima_chunk_bytes) : {}) });
+        imaAtQuote = state.config.ima_log_path ? await this.#readLog(read, state.config.ima_log_path, 'IMA log', MAX_IMA_LIST_BYTES) : undefined;
+        return encodeResponse({
+          secret,
+          attest: quote.attest,
+          signature: quote.signature,
+          pcr_values: quote.pcrValues,
+          ...(imaAtQuote ? imaIncrement(imaAtQuote, challenge.ima_offset, state.config.ima_chunk_bytes) : {}),
+        });
       },
     };
   }
